@@ -1,0 +1,3 @@
+from taskgraph.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,212 @@
+"""Command line: ``taskgraph demo | train | export`` (also ``python -m taskgraph``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "build_parser"]
+
+#: learners that learn task structure, in the order the demo prefers as its headline
+GRAPH_LEARNERS = ("causal_graph", "gcnet", "sgnn_ebm", "sgnn", "mtcrl")
+BASELINES = ("single_task", "hard_sharing", "mmoe")
+DISCOVERY = ("pc", "ges", "lingam", "corr")
+FORMATS = ("graphml", "gexf", "json", "dot", "csv")
+
+
+def _benchmark(name: str, seed: int, quick: bool) -> Any:
+    import taskgraph as tg
+
+    if name == "planted_dag":
+        return tg.datasets.planted_dag(n_tasks=10, n_edges=15,
+                                       n_samples=1000 if quick else 5000, seed=seed)
+    if name == "confounded":
+        return tg.datasets.confounded(n_per_env=500 if quick else 1500, seed=seed)
+    if name == "anticausal":
+        return tg.datasets.anticausal(n_samples=1000 if quick else 4000, seed=seed)
+    raise SystemExit(f"--benchmark: unknown benchmark {name!r}; "
+                     "choose planted_dag, confounded or anticausal")
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
+        return _json_safe(obj.item())
+    return obj
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    from taskgraph._io import atomic_write
+
+    with atomic_write(path) as fh:
+        json.dump(_json_safe(payload), fh, indent=2, sort_keys=True)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Train the baselines and every registered graph learner on ``planted_dag``, run the
+    classical discovery baselines, print one table and write ``runs/demo/``."""
+    import taskgraph as tg
+    from taskgraph.metrics import format_table, structure
+    from taskgraph.structure import discover
+
+    t_start = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    bench = tg.datasets.planted_dag(n_tasks=args.tasks, n_edges=args.edges,
+                                    n_samples=args.samples, seed=args.seed)
+    print(f"benchmark: {bench!r}", flush=True)
+    registered = tg.learners.list()
+    learners = [n for n in GRAPH_LEARNERS if n in registered] + [
+        n for n in ("hard_sharing",) if n in registered]
+    rows: list[dict[str, Any]] = []
+    graphs: dict[str, tg.TaskGraph] = {}
+    for name in learners:
+        t0 = time.perf_counter()
+        learner = tg.learners.create(name, bench.tasks, epochs=args.epochs, seed=args.seed,
+                                     verbose=args.verbose)
+        learner.fit(bench.train, val=bench.val)
+        row: dict[str, Any] = {"method": name,
+                               "iid_mean": learner.evaluate(bench.test_iid)["mean"],
+                               "ood_mean": learner.evaluate(bench.test_ood)["mean"]}
+        if learner.task_graph_.learned:
+            s = structure(learner.task_graph_, bench.true_graph)
+            row.update(shd=s["shd"], f1=s["directed_f1"], skel_f1=s["skeleton_f1"])
+            graphs[name] = learner.task_graph_
+        row["seconds"] = time.perf_counter() - t0
+        rows.append(row)
+        print(f"  trained {name} in {row['seconds']:.1f}s", flush=True)
+    for method in DISCOVERY:
+        t0 = time.perf_counter()
+        kw = {"n_edges": args.edges} if method == "corr" else {}
+        g = discover(bench.train, method=method, **kw)
+        s = structure(g, bench.true_graph)
+        graphs[method] = g
+        rows.append({"method": method, "shd": s["shd"], "f1": s["directed_f1"],
+                     "skel_f1": s["skeleton_f1"], "seconds": time.perf_counter() - t0})
+    table = format_table(rows, ["method", "iid_mean", "ood_mean", "shd", "f1", "skel_f1",
+                                "seconds"], floatfmt=".3f")
+    print("\nplanted_dag: task metric = mean accuracy; structure vs the planted DAG")
+    print(table)
+    headline = next((n for n in learners if n in graphs), "lingam")
+    graph = graphs[headline]
+    for suffix in ("graphml", "json"):
+        graph.save(out / f"graph.{suffix}")
+    graph.plot(out / "graph.png")
+    bench.true_graph.save(out / "true_graph.graphml")
+    bench.true_graph.plot(out / "true_graph.png")
+    for name, g in graphs.items():
+        g.save(out / "graphs" / f"{name}.graphml")
+    _write_json(out / "metrics.json", {
+        "benchmark": "planted_dag", "seed": args.seed, "headline_graph": headline,
+        "rows": rows, "seconds": time.perf_counter() - t_start})
+    (out / "table.txt").write_text(table + "\n")
+    print(f"\nwrote {out}/graph.graphml, graph.json, graph.png ({headline}), metrics.json "
+          f"in {time.perf_counter() - t_start:.1f}s")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train one learner on a synthetic benchmark, print its metrics and save it."""
+    import taskgraph as tg
+
+    bench = _benchmark(args.benchmark, args.seed, args.quick)
+    learner = tg.learners.create(args.learner, bench.tasks, epochs=args.epochs, seed=args.seed,
+                                 verbose=args.verbose)
+    learner.fit(bench.train, val=bench.val,
+                checkpoint=args.checkpoint, resume=bool(args.resume) or None)
+    result = {"iid": learner.evaluate(bench.test_iid), "ood": learner.evaluate(bench.test_ood)}
+    print(json.dumps(_json_safe(result), indent=2))
+    if args.save:
+        learner.save(args.save)
+        print(f"saved {args.save}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export the task graph of a saved learner (or convert a graph file)."""
+    from taskgraph.exceptions import TaskGraphError
+    from taskgraph.graph import TaskGraph
+    from taskgraph.learners.base import load_learner
+
+    src = Path(args.checkpoint)
+    try:
+        if src.suffix.lower() in {".graphml", ".gexf", ".json", ".dot", ".csv"}:
+            graph = TaskGraph.load(src)
+        else:
+            graph = load_learner(src).task_graph_
+        dest = Path(args.output) if args.output else src.with_suffix(f".{args.format}")
+        if args.threshold is not None:
+            graph = graph.threshold(args.threshold)
+        graph.save(dest, format=args.format)
+        if args.plot:
+            graph.plot(dest.with_suffix(".png"))
+    except TaskGraphError as exc:
+        print(f"taskgraph export: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {dest}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="taskgraph",
+        description="Causal multi-task learning: learn, evaluate and export task graphs.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser("demo", help="planted-DAG demo: learners vs PC/GES/LiNGAM, one table",
+                       description=cmd_demo.__doc__)
+    d.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    d.add_argument("--tasks", type=int, default=10, help="number of tasks (default: 10)")
+    d.add_argument("--edges", type=int, default=15, help="planted edges (default: 15)")
+    d.add_argument("--samples", type=int, default=5000, help="training rows (default: 5000)")
+    d.add_argument("--epochs", type=int, default=30, help="training epochs (default: 30)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--verbose", action="store_true", default=None, help="progress bars")
+    d.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser("train", help="train one learner on a synthetic benchmark",
+                       description=cmd_train.__doc__)
+    t.add_argument("learner", help="registered learner name (see `taskgraph list`)")
+    t.add_argument("--benchmark", default="planted_dag",
+                   help="planted_dag | confounded | anticausal (default: planted_dag)")
+    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--quick", action="store_true", help="smaller data")
+    t.add_argument("--checkpoint", help="checkpoint file written every epoch")
+    t.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    t.add_argument("--save", help="save the fitted learner to this file")
+    t.add_argument("--verbose", action="store_true", default=None)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("export", help="export a saved learner's task graph",
+                       description=cmd_export.__doc__)
+    e.add_argument("checkpoint", help="a file written by learner.save() (or a graph file)")
+    e.add_argument("--format", choices=FORMATS, default="graphml")
+    e.add_argument("--output", "-o", help="output path (default: CHECKPOINT with new suffix)")
+    e.add_argument("--threshold", type=float, help="drop edges with |weight| <= this")
+    e.add_argument("--plot", action="store_true", help="also write a PNG beside the output")
+    e.set_defaults(func=cmd_export)
+
+    ls = sub.add_parser("list", help="list registered learners")
+    ls.set_defaults(func=lambda a: print("\n".join(__import__("taskgraph").learners.list())) or 0)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

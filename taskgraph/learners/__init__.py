@@ -1,0 +1,21 @@
+"""Learners and their registry: ``register``, ``create(name, tasks, **kw)``, ``list()``.
+
+Every learner follows the contract in :mod:`taskgraph.learners.base`.
+"""
+
+from taskgraph.learners.base import BaseLearner, create, get, list, load_learner, register
+from taskgraph.learners.hard_sharing import HardSharing
+from taskgraph.learners.mmoe import MMoE
+from taskgraph.learners.single_task import SingleTask
+
+__all__ = [
+    "BaseLearner",
+    "register",
+    "create",
+    "get",
+    "list",
+    "load_learner",
+    "SingleTask",
+    "HardSharing",
+    "MMoE",
+]

@@ -1,0 +1,519 @@
+"""The learner contract and the learner registry.
+
+Every learner follows scikit-learn's estimator contract: the constructor stores its arguments
+and does nothing else; :meth:`BaseLearner.fit` builds and trains the model and returns ``self``;
+learned state lives in trailing-underscore attributes (``model_``, ``task_graph_``,
+``history_``, ``n_features_in_``). On top of that every learner has ``predict(x,
+inference=None)``, ``predict_proba(x)``, ``evaluate(data)``, ``save(path)`` and
+``load(path)``, and is registered by name::
+
+    @register("my_learner")
+    class MyLearner(BaseLearner): ...
+
+    learner = create("my_learner", tasks, hidden=32)
+    names = list()        # every registered name, sorted
+
+One conformance test (``tests/test_learners.py``) runs every registered learner through the
+whole contract.
+"""
+
+from __future__ import annotations
+
+import builtins
+import copy
+import inspect
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from taskgraph.data import MultiTaskData, as_features
+from taskgraph.exceptions import CheckpointError, NotFittedError, ValidationError
+from taskgraph.graph import TaskGraph
+from taskgraph.nn.heads import OutputLayout
+from taskgraph.tasks import Task, TaskSet
+
+__all__ = ["BaseLearner", "register", "create", "list", "get", "load_learner", "graph_to_state",
+           "graph_from_state"]
+
+_REGISTRY: dict[str, type[BaseLearner]] = {}
+_FORMAT = "taskgraph.learner"
+_VERSION = 1
+
+
+def register(name: str):
+    """Class decorator registering a learner under ``name`` (lower-case, unique)."""
+
+    def deco(cls: type[BaseLearner]) -> type[BaseLearner]:
+        key = name.lower()
+        if key in _REGISTRY and _REGISTRY[key] is not cls:
+            raise ValidationError(f"name: a learner called {key!r} is already registered")
+        cls.name = key
+        _REGISTRY[key] = cls
+        return cls
+
+    return deco
+
+
+def get(name: str) -> type[BaseLearner]:
+    """The learner class registered as ``name``."""
+    try:
+        return _REGISTRY[str(name).lower()]
+    except KeyError:
+        raise ValidationError(
+            f"name: unknown learner {name!r}; registered learners: {sorted(_REGISTRY)}"
+        ) from None
+
+
+def create(name: str, tasks: TaskSet | builtins.list[Task | str], **kwargs: Any) -> BaseLearner:
+    """Build the learner registered as ``name`` over ``tasks`` with constructor ``kwargs``."""
+    return get(name)(tasks, **kwargs)
+
+
+def list() -> builtins.list[str]:  # noqa: A001 - the registry's public verb, as timm/torch.hub
+    """Names of every registered learner, sorted."""
+    return sorted(_REGISTRY)
+
+
+# ---------------------------------------------------------------------------- graph <-> state
+def graph_to_state(g: TaskGraph) -> dict[str, Any]:
+    """A TaskGraph as a dict of tensors and plain values (loadable with ``weights_only``)."""
+    return {
+        "names": builtins.list(g.names),
+        "adjacency": torch.as_tensor(g.adjacency, dtype=torch.float64),
+        "routing": None if g.routing is None else torch.as_tensor(g.routing, dtype=torch.float64),
+        "modules": None if g.routing is None else builtins.list(g.modules),
+        "candidates": None if g.candidates is None else torch.as_tensor(g.candidates),
+        "raw": None if g.raw is None else torch.as_tensor(g.raw, dtype=torch.float64),
+        "learned": bool(g.learned),
+        "meta": dict(g.meta),
+    }
+
+
+def graph_from_state(state: dict[str, Any]) -> TaskGraph:
+    def arr(v):
+        return None if v is None else v.numpy()
+
+    return TaskGraph(
+        arr(state["adjacency"]),
+        state["names"],
+        routing=arr(state["routing"]),
+        modules=state["modules"],
+        candidates=arr(state["candidates"]),
+        raw=arr(state["raw"]),
+        learned=state["learned"],
+        meta=state["meta"],
+    )
+
+
+class BaseLearner:
+    """Base class of every multi-task learner.
+
+    Args:
+        tasks (TaskSet or list of Task/str): the tasks, in column order.
+        encoder (nn.Module, optional): the feature encoder; it must expose ``out_dim``. When
+            ``None`` an :class:`encoders.MLPBackbone` of width ``hidden`` is built in ``fit``
+            from the training data's feature count. The module passed is copied, never
+            trained in place.
+        hidden (int): width of the default encoder and of task-side layers. (default: 64)
+        epochs (int): training epochs (``fit(epochs=...)`` overrides). (default: 30)
+        batch_size (int): mini-batch size. (default: 128)
+        lr (float): Adam learning rate. (default: 1e-3)
+        weight_decay (float): Adam weight decay. (default: 0.0)
+        patience (int, optional): early-stopping patience in epochs on the validation loss.
+        seed (int): seed of initialisation, shuffling and dropout. (default: 0)
+        device (str): torch device. (default: ``"cpu"``)
+        verbose (bool, optional): progress bars; ``None`` shows them only on a terminal.
+
+    Subclasses implement :meth:`_build` (return the ``nn.Module``) and may override
+    :meth:`_forward` (head outputs ``[B, T, C_max]``), :meth:`_loss` (training objective),
+    :meth:`_on_epoch_end`, :meth:`_learned_graph`, and the ``_train_state`` pair for state a
+    resumed run needs.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        tasks: TaskSet | builtins.list[Task | str],
+        *,
+        encoder: nn.Module | None = None,
+        hidden: int = 64,
+        epochs: int = 30,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        patience: int | None = None,
+        seed: int = 0,
+        device: str = "cpu",
+        verbose: bool | None = None,
+    ) -> None:
+        self.tasks = tasks
+        self.encoder = encoder
+        self.hidden = hidden
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.patience = patience
+        self.seed = seed
+        self.device = device
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ sklearn params
+    @classmethod
+    def _param_names(cls) -> builtins.list[str]:
+        names: builtins.list[str] = []
+        for klass in cls.__mro__:
+            if klass is object or "__init__" not in vars(klass):
+                continue
+            for p in inspect.signature(klass.__init__).parameters.values():
+                if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                    if p.name not in names:
+                        names.append(p.name)
+        return names
+
+    def get_params(self, deep: bool = False) -> dict[str, Any]:
+        """Constructor arguments, as scikit-learn's ``get_params``."""
+        return {n: getattr(self, n) for n in self._param_names()}
+
+    def set_params(self, **params: Any) -> BaseLearner:
+        valid = set(self._param_names())
+        for k, v in params.items():
+            if k not in valid:
+                raise ValidationError(f"{k}: not a parameter of {type(self).__name__}; "
+                                      f"valid: {sorted(valid)}")
+            setattr(self, k, v)
+        return self
+
+    def clone(self) -> BaseLearner:
+        """An unfitted copy with the same parameters."""
+        return type(self)(**copy.deepcopy(self.get_params()))
+
+    def __repr__(self) -> str:
+        defaults = {
+            p.name: p.default
+            for klass in type(self).__mro__ if "__init__" in vars(klass)
+            for p in inspect.signature(klass.__init__).parameters.values()
+        }
+        shown = []
+        for k, v in self.get_params().items():
+            if k == "tasks":
+                continue
+            if k in defaults and defaults[k] is not inspect.Parameter.empty:
+                try:
+                    if v == defaults[k]:
+                        continue
+                except Exception:  # noqa: BLE001 - tensors etc. compare oddly
+                    pass
+            shown.append(f"{k}={type(v).__name__ if isinstance(v, nn.Module) else v!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+    # ------------------------------------------------------------------ building
+    @property
+    def tasks_(self) -> TaskSet:
+        return TaskSet.coerce(self.tasks)
+
+    def _make_encoder(self, feature_shape: tuple[int, ...]) -> nn.Module:
+        from encoders import MLPBackbone
+
+        if self.encoder is None:
+            return MLPBackbone(int(np.prod(feature_shape)), hidden=self.hidden, n_layers=2)
+        if not hasattr(self.encoder, "out_dim"):
+            raise ValidationError("encoder: expected an nn.Module with an `out_dim` attribute")
+        return copy.deepcopy(self.encoder)
+
+    def _build(self, feature_shape: tuple[int, ...], train: MultiTaskData | None) -> nn.Module:
+        raise NotImplementedError
+
+    def _setup(self, feature_shape: tuple[int, ...], train: MultiTaskData | None) -> None:
+        """Build ``model_`` and derived state. ``train`` is ``None`` when loading."""
+        self.tasks_set_ = self.tasks_
+        self.layout_ = OutputLayout(self.tasks_set_)
+        self.feature_shape_ = tuple(int(s) for s in feature_shape)
+        self.n_features_in_ = int(np.prod(self.feature_shape_))
+        torch.manual_seed(self.seed)
+        model = self._build(self.feature_shape_, train)
+        self.model_ = model.to(self.device)
+        self.layout_ = self.layout_.to(self.device)
+
+    # ------------------------------------------------------------------ hooks
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Head outputs ``[B, T, C_max]``."""
+        return self.model_(x)
+
+    def _loss(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training objective on one batch; returns the loss and values to log."""
+        out = self._forward(batch.x)
+        losses = self.layout_.task_losses(out, batch.y)
+        loss = losses.sum()
+        return loss, {"task_loss": float(loss.detach())}
+
+    def _on_epoch_end(self, epoch: int, train: MultiTaskData) -> dict[str, float]:
+        return {}
+
+    def _train_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_train_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def _learned_graph(self) -> TaskGraph:
+        """The learner's task graph; learners without structure return an empty, unlearned
+        graph."""
+        return TaskGraph.empty(self.tasks_set_.names, learned=False,
+                               meta={"learner": self.name})
+
+    # ------------------------------------------------------------------ contract
+    def fit(
+        self,
+        train: MultiTaskData,
+        val: MultiTaskData | None = None,
+        epochs: int | None = None,
+        *,
+        checkpoint: str | Path | None = None,
+        resume: bool | str | Path | None = None,
+    ) -> BaseLearner:
+        """Train on ``train`` (model selection and early stopping on ``val``); returns self.
+
+        Args:
+            train (MultiTaskData): training data over exactly this learner's tasks.
+            val (MultiTaskData, optional): validation data; the epoch with the lowest
+                validation loss is kept.
+            epochs (int, optional): overrides the constructor's ``epochs``.
+            checkpoint (path, optional): checkpoint file written atomically after every epoch.
+            resume (bool or path, optional): continue from a checkpoint (``True`` = the
+                ``checkpoint`` path); the result equals an uninterrupted run (same seed, CPU).
+        """
+        from taskgraph.train import Trainer
+
+        tasks = self.tasks_
+        if not isinstance(train, MultiTaskData):
+            raise ValidationError(f"train: expected MultiTaskData, got {type(train).__name__}")
+        train.check_compatible(tasks, "train")
+        train.check_trainable("train")
+        if val is not None:
+            if not isinstance(val, MultiTaskData):
+                raise ValidationError(f"val: expected MultiTaskData, got {type(val).__name__}")
+            val.check_compatible(tasks, "val")
+            if tuple(val.feature_shape) != tuple(train.feature_shape):
+                raise ValidationError(
+                    f"val: feature shape {val.feature_shape} differs from train's "
+                    f"{train.feature_shape}"
+                )
+        n_epochs = self.epochs if epochs is None else epochs
+        if not isinstance(n_epochs, int) or n_epochs < 0:
+            raise ValidationError(f"epochs: expected a non-negative integer, got {n_epochs!r}")
+        self._setup(train.feature_shape, train)
+        trainer = Trainer(
+            epochs=n_epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            patience=self.patience,
+            seed=self.seed,
+            verbose=self.verbose,
+            checkpoint=checkpoint,
+        )
+        self.history_ = trainer.fit(self, train, val, resume=resume)
+        self.task_graph_ = self._learned_graph()
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit() first")
+
+    def _check_x(self, x: Any) -> torch.Tensor:
+        if isinstance(x, MultiTaskData):
+            x = x.x
+        xt = as_features(x, "x")
+        if tuple(xt.shape[1:]) != self.feature_shape_:
+            if xt[0].numel() != self.n_features_in_:
+                raise ValidationError(
+                    f"x: expected features of shape {self.feature_shape_} (as in training), "
+                    f"got {tuple(xt.shape[1:])}"
+                )
+            xt = xt.reshape(xt.shape[0], *self.feature_shape_)
+        return xt
+
+    @torch.no_grad()
+    def _outputs(self, x: Any, batch_size: int = 4096) -> torch.Tensor:
+        """Head outputs for ``x`` in eval mode, in chunks. ``[N, T, C_max]``."""
+        self._check_fitted()
+        xt = self._check_x(x)
+        self.model_.eval()
+        outs = [self._forward(xt[i:i + batch_size].to(self.device)).float()
+                for i in range(0, xt.shape[0], batch_size)]
+        return torch.cat(outs).cpu()
+
+    def predict_proba(self, x: Any) -> torch.Tensor:
+        """Class probabilities ``[N, T, C]`` (``C = max_k n_classes_k``); zero in columns a task
+        does not have and for regression tasks."""
+        out = self._outputs(x)
+        return self.layout_.cpu().log_proba(out).exp()
+
+    def predict_log_proba(self, x: Any) -> torch.Tensor:
+        """Log class probabilities ``[N, T, C]`` (``-inf`` padding)."""
+        return self.layout_.cpu().log_proba(self._outputs(x))
+
+    def predict(self, x: Any, inference: Any = None) -> torch.Tensor:
+        """Labels ``[N, T]`` (float): per-task argmax, or a joint decode by ``inference``.
+
+        Args:
+            x: features ``[N, ...]`` (or a MultiTaskData).
+            inference: ``None``/``"independent"`` for per-task argmax, or an object with
+                ``decode(log_probs[N, T, C]) -> labels[N, T]`` such as
+                :class:`taskgraph.inference.GMTL`.
+        """
+        out = self._outputs(x)
+        layout = self.layout_.cpu()
+        if inference is None or inference == "independent":
+            return layout.predict(out)
+        if not hasattr(inference, "decode"):
+            raise ValidationError(
+                "inference: expected None, 'independent' or an object with a decode() method "
+                f"(e.g. taskgraph.inference.GMTL), got {type(inference).__name__}"
+            )
+        check = getattr(inference, "check_tasks", None)
+        if callable(check):
+            check(self.tasks_set_)
+        labels = inference.decode(layout.log_proba(out))
+        labels = torch.as_tensor(labels, dtype=out.dtype)
+        return torch.where(layout.is_reg, out[..., 0], labels)
+
+    def evaluate(self, data: MultiTaskData, inference: Any = None) -> dict[str, float]:
+        """Per-task metrics ``{"<task>/<metric>": value, ..., "mean": value}`` on ``data``."""
+        from taskgraph.metrics import task_metrics
+
+        self._check_fitted()
+        if not isinstance(data, MultiTaskData):
+            raise ValidationError(f"data: expected MultiTaskData, got {type(data).__name__}")
+        data.check_compatible(self.tasks_set_, "data")
+        out = self._outputs(data.x)
+        layout = self.layout_.cpu()
+        proba = layout.log_proba(out).exp()
+        pred = self.predict(data.x, inference=inference) if inference is not None else (
+            layout.predict(out))
+        return task_metrics(self.tasks_set_, data.y, pred, proba[..., 1])
+
+    # ------------------------------------------------------------------ persistence
+    def _params_state(self) -> tuple[dict[str, Any], bool]:
+        from encoders import encoder_config
+
+        params = {k: v for k, v in self.get_params().items() if k != "tasks"}
+        custom = False
+        for k, v in builtins.list(params.items()):
+            if isinstance(v, nn.Module):
+                cfg = encoder_config(v)
+                params[k] = {"__encoder__": cfg}
+                custom = custom or cfg is None
+        return params, custom
+
+    def _state(self) -> dict[str, Any]:
+        params, custom = self._params_state()
+        return {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "learner": self.name,
+            "tasks": self.tasks_set_.to_list(),
+            "params": params,
+            "custom_module": custom,
+            "feature_shape": builtins.list(self.feature_shape_),
+            "model": self.model_.state_dict(),
+            "task_graph": graph_to_state(self.task_graph_),
+            "history": self.history_,
+            "extra": self._train_state(),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted learner to ``path`` atomically (a torch file with tensors and plain
+        values only, loadable with ``weights_only=True``)."""
+        from taskgraph._io import atomic_write
+
+        self._check_fitted()
+        path = Path(path)
+        with atomic_write(path, "wb") as fh:
+            torch.save(self._state(), fh)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, tasks: TaskSet | None = None, **overrides: Any
+             ) -> BaseLearner:
+        """Load a learner saved by :meth:`save`.
+
+        Args:
+            path: the file.
+            tasks (TaskSet, optional): refuse the file unless it was trained on these tasks.
+            **overrides: constructor arguments to replace (e.g. ``encoder=`` for a custom
+                module that has no ``config()``; ``device=``).
+        """
+        return load_learner(path, tasks=tasks, expected=cls if cls is not BaseLearner else None,
+                            **overrides)
+
+
+def read_state(path: str | Path, fmt: str = _FORMAT) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` with errors turned into CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"path: no such file {str(path)!r}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated / foreign / unsafe files
+        raise CheckpointError(
+            f"path: {str(path)!r} is not a readable taskgraph file (truncated, corrupt, or "
+            f"not written by taskgraph): {type(exc).__name__}: {str(exc)[:200]}"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        raise CheckpointError(f"path: {str(path)!r} is not a {fmt} file")
+    return state
+
+
+def _restore_params(state: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    from encoders import build_encoder
+
+    params = dict(state["params"])
+    for k, v in builtins.list(params.items()):
+        if isinstance(v, dict) and "__encoder__" in v:
+            if k in overrides:
+                continue
+            if v["__encoder__"] is None:
+                raise CheckpointError(
+                    f"{k}: this file was saved with a custom module that has no config(); "
+                    f"pass {k}=<a module of the same architecture> to load()"
+                )
+            params[k] = build_encoder(v["__encoder__"])
+    params.update(overrides)
+    return params
+
+
+def load_learner(
+    path: str | Path,
+    *,
+    tasks: TaskSet | None = None,
+    expected: type[BaseLearner] | None = None,
+    **overrides: Any,
+) -> BaseLearner:
+    """Load any saved learner (its class comes from the file's registry name)."""
+    state = read_state(path)
+    saved_tasks = TaskSet.from_list(state["tasks"])
+    if tasks is not None and TaskSet.coerce(tasks) != saved_tasks:
+        raise CheckpointError(
+            f"tasks: the file was trained on {saved_tasks!r}, not on {TaskSet.coerce(tasks)!r}"
+        )
+    klass = get(state["learner"])
+    if expected is not None and not issubclass(klass, expected):
+        raise CheckpointError(
+            f"path: the file holds a {klass.__name__!r} learner, not a {expected.__name__!r}"
+        )
+    learner = klass(saved_tasks, **_restore_params(state, overrides))
+    learner._setup(tuple(state["feature_shape"]), None)
+    try:
+        learner.model_.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"path: weights do not fit the model: {str(exc)[:300]}") from None
+    learner._load_train_state(state.get("extra", {}))
+    learner.history_ = state.get("history", [])
+    learner.task_graph_ = graph_from_state(state["task_graph"])
+    return learner

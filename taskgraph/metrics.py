@@ -1,0 +1,523 @@
+"""Metrics: per-task scores, Δm against single-task baselines, and structure-recovery scores.
+
+- :func:`task_metrics`: accuracy (and AUROC for binary tasks with probabilities) or MSE per task,
+  with missing (``NaN``) labels masked, plus a ``"mean"`` over tasks.
+- :func:`delta_m`: the multi-task gain Δm (%) over single-task models (Maninis et al. 2019,
+  LibMTL convention).
+- :func:`structure`: a learned task graph against a planted one: SHD, directed and skeleton
+  precision / recall / F1, and edge AUROC / AUPRC from the learned weights (gCastle conventions).
+- :func:`auroc`, :func:`auprc`: rank-based, tie-aware, vectorised (no scikit-learn needed).
+- :func:`format_table`: aligned plain-text tables for the CLI.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from taskgraph.exceptions import ValidationError
+from taskgraph.tasks import Task, TaskSet
+
+__all__ = [
+    "task_metrics",
+    "delta_m",
+    "structure",
+    "auroc",
+    "auprc",
+    "format_table",
+    "LOWER_IS_BETTER",
+]
+
+#: Metric names for which a lower value is better (used by :func:`delta_m`).
+LOWER_IS_BETTER = frozenset({"mse", "rmse", "mae", "loss", "nll", "error", "shd", "ece"})
+
+
+def _to_numpy(value: Any, name: str, dtype: type = np.float64) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    try:
+        arr = np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError):
+        raise ValidationError(f"{name}: expected a numeric array") from None
+    return arr
+
+
+# ---------------------------------------------------------------------------- ranking scores
+def _average_ranks(score: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``score`` with ties given their average rank."""
+    order = np.argsort(score, kind="mergesort")
+    sorted_scores = score[order]
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    avg = first + (counts + 1) / 2.0  # average of 1-based ranks first+1 .. first+count
+    ranks = np.empty(len(score))
+    ranks[order] = np.repeat(avg, counts)
+    return ranks
+
+
+def _binary_inputs(y_true: Any, score: Any) -> tuple[np.ndarray, np.ndarray]:
+    y = _to_numpy(y_true, "y_true").ravel()
+    s = _to_numpy(score, "score").ravel()
+    if y.shape != s.shape:
+        raise ValidationError(f"score: expected {y.shape[0]} scores, got {s.shape[0]}")
+    keep = ~np.isnan(y) & ~np.isnan(s)
+    y, s = y[keep], s[keep]
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValidationError("y_true: expected binary labels 0/1 (NaN = missing)")
+    return y.astype(bool), s
+
+
+def auroc(y_true: Any, score: Any) -> float:
+    r"""Area under the ROC curve by the Mann–Whitney rank statistic.
+
+    :math:`\mathrm{AUROC} = \frac{\sum_{i \in +} r_i - n_+(n_+ + 1)/2}{n_+ n_-}` with average
+    ranks :math:`r_i` for tied scores (a tied positive–negative pair counts 1/2). Rows whose label
+    or score is ``NaN`` are dropped.
+
+    Args:
+        y_true (array): ``[N]`` binary labels (0/1, ``NaN`` = missing).
+        score (array): ``[N]`` scores, higher = more likely positive.
+
+    Returns:
+        float: AUROC, or ``NaN`` when only one class is present.
+    """
+    y, s = _binary_inputs(y_true, score)
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = _average_ranks(s)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def auprc(y_true: Any, score: Any) -> float:
+    r"""Area under the precision–recall curve as average precision.
+
+    :math:`\mathrm{AP} = \sum_k (R_k - R_{k-1}) P_k` over the distinct score thresholds in
+    decreasing order (tied scores enter together, as scikit-learn's
+    ``average_precision_score``). Rows with a ``NaN`` label or score are dropped.
+
+    Returns:
+        float: AP, or ``NaN`` when there is no positive.
+    """
+    y, s = _binary_inputs(y_true, score)
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        return float("nan")
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted, y_sorted = s[order], y[order]
+    tp = np.cumsum(y_sorted)
+    # last index of each block of tied scores
+    last = np.r_[np.flatnonzero(np.diff(s_sorted) != 0), len(s_sorted) - 1]
+    tp_at, n_at = tp[last], last + 1
+    precision = tp_at / n_at
+    recall = tp_at / n_pos
+    gain = np.diff(np.r_[0.0, recall])
+    return float((gain * precision).sum())
+
+
+# ---------------------------------------------------------------------------- task metrics
+def _task_proba(proba: Any, tasks: TaskSet, k: int, n: int) -> np.ndarray | None:
+    """Probability input for task ``k``: P(y = 1) ``[N]`` for binary, ``[N, C]`` otherwise."""
+    if proba is None:
+        return None
+    task = tasks[k]
+    if isinstance(proba, Mapping):
+        item = proba.get(task.name)
+    elif isinstance(proba, (list, tuple)):
+        if len(proba) != len(tasks):
+            raise ValidationError(f"proba: expected {len(tasks)} entries, got {len(proba)}")
+        item = proba[k]
+    else:
+        arr = _to_numpy(proba, "proba")
+        if arr.shape != (n, len(tasks)):
+            raise ValidationError(
+                f"proba: an array must have shape [N, T] = {(n, len(tasks))} (P(y=1) per binary "
+                f"task), got {arr.shape}; pass a list or dict for multiclass probabilities"
+            )
+        item = arr[:, k]
+    if item is None:
+        return None
+    p = _to_numpy(item, f"proba[{task.name!r}]")
+    if p.shape[0] != n:
+        raise ValidationError(f"proba[{task.name!r}]: expected {n} rows, got {p.shape[0]}")
+    if task.kind == "binary" and p.ndim == 2:
+        p = p[:, -1]
+    return p
+
+
+def task_metrics(
+    tasks: TaskSet | Iterable[Task | str],
+    y_true: Any,
+    pred: Any,
+    proba: Any = None,
+) -> dict[str, float]:
+    """Per-task scores with missing labels masked.
+
+    Per task ``name``:
+
+    - classification: ``"name/accuracy"``; binary tasks with probabilities also get
+      ``"name/auroc"`` (``NaN`` when the observed labels hold one class only);
+    - regression: ``"name/mse"``.
+
+    Rows whose label is ``NaN`` are ignored for that task; a task with no observed label scores
+    ``NaN``.
+
+    **Convention for** ``"mean"``: the mean over tasks of each task's *primary* score, oriented so
+    that higher is better: accuracy for classification and **−MSE** for regression (``NaN`` task
+    scores skipped). When at least one binary task has an AUROC, ``"mean_auroc"`` is the mean of
+    the defined AUROCs.
+
+    Args:
+        tasks (TaskSet or list): the ``T`` tasks (column order of ``y_true`` and ``pred``).
+        y_true (array or Tensor): ``[N, T]`` labels, ``NaN`` = missing.
+        pred (array or Tensor): ``[N, T]`` predicted class indices (classification) or values
+            (regression).
+        proba (optional): class probabilities: an ``[N, T]`` array of :math:`P(y=1)` per binary
+            task, or a list (length ``T``) / dict (by task name) of ``[N]`` or ``[N, C]`` arrays
+            (``None`` entries skipped). Only binary tasks use it (for AUROC).
+
+    Returns:
+        dict: ``{"<task>/<metric>": float, ..., "mean": float}``.
+    """
+    tasks = TaskSet.coerce(tasks)
+    y = _to_numpy(y_true, "y_true")
+    p = _to_numpy(pred, "pred")
+    if y.ndim == 1 and len(tasks) == 1:
+        y = y[:, None]
+    if p.ndim == 1 and len(tasks) == 1:
+        p = p[:, None]
+    if y.ndim != 2 or y.shape[1] != len(tasks):
+        raise ValidationError(f"y_true: expected shape [N, {len(tasks)}], got {y.shape}")
+    if p.shape != y.shape:
+        raise ValidationError(f"pred: expected shape {y.shape} like y_true, got {p.shape}")
+    n = y.shape[0]
+    out: dict[str, float] = {}
+    primary: list[float] = []
+    aurocs: list[float] = []
+    for k, task in enumerate(tasks):
+        obs = ~np.isnan(y[:, k])
+        yk, pk = y[obs, k], p[obs, k]
+        empty = yk.size == 0
+        if task.is_classification:
+            acc = float("nan") if empty else float((pk == yk).mean())
+            out[f"{task.name}/accuracy"] = acc
+            primary.append(acc)
+            prob = _task_proba(proba, tasks, k, n) if task.kind == "binary" else None
+            if prob is not None:
+                value = float("nan") if empty else auroc(yk, prob[obs])
+                out[f"{task.name}/auroc"] = value
+                aurocs.append(value)
+        else:
+            mse = float("nan") if empty else float(((pk - yk) ** 2).mean())
+            out[f"{task.name}/mse"] = mse
+            primary.append(-mse)
+    out["mean"] = _nanmean(primary)
+    if aurocs:
+        out["mean_auroc"] = _nanmean(aurocs)
+    return out
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def _primary_metric(task: Task) -> str:
+    return "accuracy" if task.is_classification else "mse"
+
+
+def delta_m(
+    results: Mapping[str, float],
+    single_task: Mapping[str, float],
+    tasks: TaskSet | Iterable[Task | str],
+    *,
+    metrics: Mapping[str, str | Sequence[str]] | None = None,
+) -> float:
+    r"""Multi-task gain Δm in percent over single-task baselines.
+
+    .. math::
+        \Delta_m = \frac{100}{K}\sum_{k=1}^{K} (-1)^{l_k}\,\frac{M_k - M_{\mathrm{STL},k}}
+        {M_{\mathrm{STL},k}},
+
+    averaged over every (task, metric) pair :math:`k`, with :math:`l_k = 1` for lower-is-better
+    metrics (:data:`LOWER_IS_BETTER`: ``mse``, ``rmse``, ``mae``, ``loss``, ``nll``, ...) and
+    :math:`l_k = 0` otherwise (accuracy, AUROC, ...): positive Δm means the multi-task model is
+    better (Maninis et al. 2019; LibMTL).
+
+    Args:
+        results (dict): multi-task scores ``{"<task>/<metric>": value}`` (e.g. from
+            :func:`task_metrics`).
+        single_task (dict): single-task scores with the same keys.
+        tasks (TaskSet or list): the tasks to average over.
+        metrics (dict, optional): task name → metric name or list of metric names to use;
+            default: ``accuracy`` for classification tasks, ``mse`` for regression.
+
+    Returns:
+        float: Δm in percent (``NaN`` if any value used is ``NaN``).
+
+    Raises:
+        ValidationError: if a needed key is absent or a single-task value is 0.
+    """
+    tasks = TaskSet.coerce(tasks)
+    terms: list[float] = []
+    for task in tasks:
+        chosen = (metrics or {}).get(task.name, _primary_metric(task))
+        names = [chosen] if isinstance(chosen, str) else list(chosen)
+        for metric in names:
+            key = f"{task.name}/{metric}"
+            for source, label in ((results, "results"), (single_task, "single_task")):
+                if key not in source:
+                    raise ValidationError(f"{label}: missing key {key!r}")
+            m, s = float(results[key]), float(single_task[key])
+            if s == 0.0:
+                raise ValidationError(f"single_task: {key!r} is 0; Δm divides by it")
+            sign = -1.0 if metric.lower() in LOWER_IS_BETTER else 1.0
+            terms.append(sign * (m - s) / abs(s))
+    if not terms:
+        raise ValidationError("tasks: no (task, metric) pair to average over")
+    return float(100.0 * np.mean(terms))
+
+
+# ---------------------------------------------------------------------------- structure metrics
+def _graph_arrays(g: Any, name: str) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+    """``(adjacency, raw_scores_or_None, names_or_None)`` of a TaskGraph or a ``[T, T]`` array."""
+    if hasattr(g, "adjacency"):
+        adj = _to_numpy(g.adjacency, f"{name}.adjacency")
+        raw = getattr(g, "raw", None)
+        raw = None if raw is None else _to_numpy(raw, f"{name}.raw")
+        names = list(getattr(g, "names", None) or []) or None
+    else:
+        adj, raw, names = _to_numpy(g, name), None, None
+    if adj.ndim != 2 or adj.shape[0] != adj.shape[1]:
+        raise ValidationError(f"{name}: expected a square [T, T] adjacency, got shape {adj.shape}")
+    if raw is not None and raw.shape != adj.shape:
+        raise ValidationError(f"{name}.raw: expected shape {adj.shape}, got {raw.shape}")
+    return adj, raw, names
+
+
+def _ratio(num: int, den: int, empty: float) -> float:
+    return empty if den == 0 else num / den
+
+
+def _f1(p: float, r: float) -> float:
+    return 0.0 if p + r == 0 else 2 * p * r / (p + r)
+
+
+def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    nothing_true, nothing_pred = tp + fn == 0, tp + fp == 0
+    precision = _ratio(tp, tp + fp, 1.0 if nothing_true else 0.0)
+    recall = _ratio(tp, tp + fn, 1.0)
+    if nothing_true and not nothing_pred:
+        return 0.0, recall, 0.0
+    return precision, recall, _f1(precision, recall)
+
+
+def _is_dag(binary: np.ndarray) -> bool:
+    """Kahn's algorithm on a boolean ``[T, T]`` adjacency (``A[src, dst]``)."""
+    a = binary.copy()
+    remaining = np.ones(len(a), dtype=bool)
+    while remaining.any():
+        sources = remaining & ~a[remaining].any(axis=0)
+        if not sources.any():
+            return False
+        remaining &= ~sources
+        a[sources] = False
+    return True
+
+
+def structure(
+    pred: Any,
+    true: Any,
+    threshold: float = 0.0,
+    *,
+    scores: Any = None,
+) -> dict[str, float]:
+    r"""Compare a predicted task graph with the true one.
+
+    Both graphs are :class:`~taskgraph.graph.TaskGraph` objects or ``[T, T]`` arrays with
+    ``A[src, dst]`` (``A[i, j] != 0`` ⇒ i → j). When both are TaskGraphs, ``pred`` is aligned to
+    ``true`` by task name. The diagonal is ignored. A predicted edge is
+    :math:`|A_{ij}| >` ``threshold``; a true edge is :math:`A_{ij} \neq 0`.
+
+    Counting conventions (gCastle ``MetricsDAG``):
+
+    - **Directed** counts are over ordered off-diagonal pairs: ``tp`` = predicted and true,
+      ``fp`` = predicted not true, ``fn`` = true not predicted. A pair predicted in *both*
+      directions (an undirected CPDAG edge) whose true edge is i → j therefore counts one TP and
+      one FP; a reversed edge counts one FP and one FN.
+    - **Skeleton** counts are over unordered pairs, ignoring direction.
+    - ``reversed``: pairs whose true edge is exactly one direction and whose prediction is
+      exactly the other one.
+    - ``shd`` = extra + missing + misoriented skeleton pairs, each pair counted once: extra and
+      missing are skeleton FP and FN; a pair present in both graphs counts 1 if its direction
+      sets differ (a reversal, or an undirected/bidirected prediction of a directed edge, as in
+      gCastle for symmetric input and ``cdt``'s SHD). ``misoriented`` reports that last count
+      (``reversed`` ≤ ``misoriented``).
+    - **Empty graphs:** precision of an empty prediction is 0, recall against an empty truth is
+      1; when both are empty precision = recall = F1 = 1; a non-empty prediction against an
+      empty truth has precision 0 and F1 0. No value is ``NaN``.
+    - ``auroc`` / ``auprc`` rank all :math:`T(T-1)` off-diagonal ordered pairs by ``scores``
+      (default: :math:`|\text{raw}|` if ``pred`` is a TaskGraph with raw scores, else
+      :math:`|A|` of ``pred``) against the true directed edges; ``NaN`` when the truth has no
+      edge (or every pair is an edge).
+
+    Args:
+        pred (TaskGraph or array): the predicted graph.
+        true (TaskGraph or array): the true graph.
+        threshold (float): minimum :math:`|A_{ij}|` (exclusive) of a predicted edge.
+        scores (array, optional): ``[T, T]`` edge scores for AUROC/AUPRC (higher = more likely
+            an edge i → j), overriding the default.
+
+    Returns:
+        dict: ``shd``, ``directed_precision``, ``directed_recall``, ``directed_f1``,
+        ``skeleton_precision``, ``skeleton_recall``, ``skeleton_f1``, ``n_edges_pred``,
+        ``n_edges_true`` (directed entries), ``tp``, ``fp``, ``fn`` (directed), ``reversed``,
+        ``misoriented``, ``extra``, ``missing`` (skeleton), ``auroc``, ``auprc``,
+        ``pred_is_dag``.
+    """
+    a_pred, raw, names_pred = _graph_arrays(pred, "pred")
+    a_true, _, names_true = _graph_arrays(true, "true")
+    if a_pred.shape != a_true.shape:
+        raise ValidationError(
+            f"pred: shape {a_pred.shape} differs from the true graph's {a_true.shape}"
+        )
+    if names_pred is not None and names_true is not None and names_pred != names_true:
+        if sorted(names_pred) != sorted(names_true):
+            raise ValidationError(
+                f"pred: task names {names_pred} differ from the true graph's {names_true}"
+            )
+        perm = [names_pred.index(n) for n in names_true]
+        a_pred = a_pred[np.ix_(perm, perm)]
+        raw = None if raw is None else raw[np.ix_(perm, perm)]
+    else:
+        perm = None
+    threshold = float(threshold)
+    if not math.isfinite(threshold) or threshold < 0:
+        raise ValidationError(f"threshold: expected a finite value >= 0, got {threshold!r}")
+    t = a_true.shape[0]
+    off = ~np.eye(t, dtype=bool)
+    p = (np.abs(np.nan_to_num(a_pred)) > threshold) & off
+    g = (np.nan_to_num(a_true) != 0) & off
+
+    tp = int((p & g).sum())
+    fp = int((p & ~g).sum())
+    fn = int((~p & g).sum())
+    d_prec, d_rec, d_f1 = _prf(tp, fp, fn)
+
+    upper = np.triu(np.ones((t, t), dtype=bool), k=1)
+    sk_p = (p | p.T)[upper]
+    sk_g = (g | g.T)[upper]
+    s_tp = int((sk_p & sk_g).sum())
+    extra = int((sk_p & ~sk_g).sum())
+    missing = int((~sk_p & sk_g).sum())
+    s_prec, s_rec, s_f1 = _prf(s_tp, extra, missing)
+
+    fwd_p, bwd_p = p[upper], p.T[upper]
+    fwd_g, bwd_g = g[upper], g.T[upper]
+    both = sk_p & sk_g
+    misoriented = int((both & ((fwd_p != fwd_g) | (bwd_p != bwd_g))).sum())
+    reversed_ = int((both & (fwd_p != bwd_p) & (fwd_g != bwd_g) & (fwd_p != fwd_g)).sum())
+
+    if scores is not None:
+        w = _to_numpy(scores, "scores")
+        if w.shape != (t, t):
+            raise ValidationError(f"scores: expected shape {(t, t)}, got {w.shape}")
+        if perm is not None:
+            w = w[np.ix_(perm, perm)]
+    else:
+        w = np.abs(raw if raw is not None else a_pred)
+    w = np.nan_to_num(w, nan=0.0, posinf=np.finfo(np.float64).max, neginf=0.0)
+    labels = g[off].astype(np.float64)
+    return {
+        "shd": extra + missing + misoriented,
+        "directed_precision": d_prec,
+        "directed_recall": d_rec,
+        "directed_f1": d_f1,
+        "skeleton_precision": s_prec,
+        "skeleton_recall": s_rec,
+        "skeleton_f1": s_f1,
+        "n_edges_pred": int(p.sum()),
+        "n_edges_true": int(g.sum()),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "reversed": reversed_,
+        "misoriented": misoriented,
+        "extra": extra,
+        "missing": missing,
+        "auroc": auroc(labels, w[off]),
+        "auprc": auprc(labels, w[off]),
+        "pred_is_dag": _is_dag(p),
+    }
+
+
+# ---------------------------------------------------------------------------- tables
+def _cell(value: Any, floatfmt: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (float, np.floating)):
+        return "nan" if math.isnan(value) else format(float(value), floatfmt)
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return _cell(value.item(), floatfmt)
+    return str(value)
+
+
+def format_table(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str] | None = None,
+    *,
+    floatfmt: str = ".4f",
+) -> str:
+    """Render rows of dicts as an aligned plain-text table.
+
+    Numbers are right-aligned and formatted with ``floatfmt``; other values are left-aligned;
+    a missing key prints as an empty cell.
+
+    Args:
+        rows (list of dict): one dict per table row.
+        columns (list of str, optional): column keys in order; default: every key in order of
+            first appearance.
+        floatfmt (str): format spec for floats.
+
+    Returns:
+        str: header, a dashed rule, then one line per row (no trailing newline).
+
+    Example:
+        >>> print(format_table([{"model": "mtl", "acc": 0.91}, {"model": "stl", "acc": 0.9}]))
+        model     acc
+        -----  ------
+        mtl    0.9100
+        stl    0.9000
+    """
+    if columns is None:
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+    columns = list(columns)
+    cells = [[_cell(row.get(c), floatfmt) for c in columns] for row in rows]
+    numeric = [
+        all(
+            isinstance(row.get(c), (int, float, np.integer, np.floating))
+            and not isinstance(row.get(c), bool)
+            for row in rows
+            if row.get(c) is not None
+        )
+        for c in columns
+    ]
+    widths = [
+        max([len(str(c))] + [len(line[i]) for line in cells]) for i, c in enumerate(columns)
+    ]
+
+    def fmt(items: Sequence[str]) -> str:
+        parts = [
+            s.rjust(w) if num else s.ljust(w) for s, w, num in zip(items, widths, numeric)
+        ]
+        return "  ".join(parts).rstrip()
+
+    lines = [fmt([str(c) for c in columns]), "  ".join("-" * w for w in widths)]
+    lines += [fmt(line) for line in cells]
+    return "\n".join(lines)

@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+import torch
+
+from taskgraph import MultiTaskData, ValidationError
+from taskgraph.exceptions import CheckpointError
+from taskgraph.learners import create
+
+
+def _weights(learner):
+    return {k: v.clone() for k, v in learner.model_.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", ["hard_sharing", "mmoe"])
+def test_resume_equals_uninterrupted(name, mixed_data, tmp_path):
+    train, val = mixed_data.split([0.75, 0.25], seed=0)
+    kw = dict(hidden=16, batch_size=32, seed=3, verbose=False)
+    full = create(name, train.tasks, **kw).fit(train, val=val, epochs=5,
+                                                 checkpoint=tmp_path / "a.ckpt")
+    create(name, train.tasks, **kw).fit(train, val=val, epochs=2, checkpoint=tmp_path / "b.ckpt")
+    resumed = create(name, train.tasks, **kw).fit(
+        train, val=val, epochs=5, checkpoint=tmp_path / "b.ckpt", resume=True)
+    wa, wb = _weights(full), _weights(resumed)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    assert [h["val_loss"] for h in full.history_] == [h["val_loss"] for h in resumed.history_]
+
+
+def test_resume_refuses_other_tasks(mixed_data, tmp_path):
+    create("hard_sharing", mixed_data.tasks, hidden=8, verbose=False).fit(
+        mixed_data, epochs=1, checkpoint=tmp_path / "c.ckpt")
+    other = mixed_data.select_tasks(["bin", "multi"])
+    with pytest.raises(CheckpointError, match="different task set"):
+        create("hard_sharing", other.tasks, hidden=8, verbose=False).fit(
+            other, epochs=2, checkpoint=tmp_path / "c.ckpt", resume=True)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        create("hard_sharing", other.tasks, verbose=False).fit(
+            other, epochs=1, resume=tmp_path / "nothing.ckpt")
+
+
+def test_validation_selection_and_early_stopping():
+    g = np.random.default_rng(0)
+    x = g.normal(size=(200, 4)).astype(np.float32)
+    y = (x[:, :1] > 0).astype(float)
+    train = MultiTaskData(x[:100], y[:100], ["a"])
+    # validation labels are pure noise: the validation loss soon rises, so training stops early
+    val = MultiTaskData(x[100:], g.integers(0, 2, (100, 1)).astype(float), ["a"])
+    learner = create("hard_sharing", ["a"], hidden=64, lr=3e-2, patience=3, seed=0,
+                     verbose=False).fit(train, val=val, epochs=200)
+    hist = learner.history_
+    assert len(hist) < 200
+    best = int(np.argmin([h["val_loss"] for h in hist]))
+    assert learner.best_epoch_ == best
+    assert len(hist) == best + 1 + 3
+
+
+def test_bad_fit_arguments(mixed_data):
+    learner = create("hard_sharing", mixed_data.tasks, verbose=False)
+    with pytest.raises(ValidationError, match="train"):
+        learner.fit(mixed_data.x)
+    with pytest.raises(ValidationError, match="epochs"):
+        learner.fit(mixed_data, epochs=-1)
+    with pytest.raises(ValidationError, match="patience"):
+        create("hard_sharing", mixed_data.tasks, patience=0, verbose=False).fit(mixed_data)
