@@ -250,8 +250,10 @@ def _validate_meta(meta: Any) -> dict[str, MetaValue]:
         raise ValidationError(f"meta: expected a dict, got {type(meta).__name__}")
     out: dict[str, MetaValue] = {}
     for key, value in meta.items():
-        if not isinstance(key, str) or not key or _has_surrogate(key):
-            raise ValidationError(f"meta: keys must be non-empty strings, got {key!r}")
+        if not isinstance(key, str) or not key or _bad_char(key) is not None:
+            raise ValidationError(
+                f"meta: keys must be non-empty strings without control characters, got {key!r}"
+            )
         if key in _META_RESERVED or key.startswith(_META_PREFIX):
             raise ValidationError(
                 f"meta: key {key!r} is reserved ('learned' and keys starting with 'taskgraph')"

@@ -335,7 +335,7 @@ def structure(
     threshold: float = 0.0,
     *,
     scores: Any = None,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     r"""Compare a predicted task graph with the true one.
 
     Both graphs are :class:`~taskgraph.graph.TaskGraph` objects or ``[T, T]`` arrays with

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -25,38 +24,33 @@ from taskgraph.graph import TaskGraph
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Small, fixed configurations used by the determinism tests (in-process and in a fresh process).
-_DIGEST_SCRIPT = """
-import hashlib, sys
-from taskgraph.datasets import planted_dag, confounded, anticausal
+# Small, fixed configurations, digested in this process and in a fresh interpreter.
+_DIGEST_SOURCE = """
+import hashlib
+from taskgraph.datasets import anticausal, confounded, planted_dag
 
-def digest(bench):
-    h = hashlib.sha256()
-    for split in (bench.train, bench.val, bench.test_iid, bench.test_ood):
-        for t in (split.x, split.y, split.env, split.do):
-            if t is not None:
-                h.update(t.numpy().tobytes())
-    h.update(bench.true_graph.adjacency.tobytes())
-    return h.hexdigest()
-
-seed = int(sys.argv[1])
-print(digest(planted_dag(6, 7, 300, seed, n_test=100, missing_rate=0.1,
-                         interventional_fraction=0.2)))
-print(digest(confounded(200, seed, n_test=100, mixing=True)))
-print(digest(anticausal(300, seed, n_test=100)))
+def digests(seed):
+    out = []
+    for bench in (
+        planted_dag(6, 7, 300, seed, n_test=100, missing_rate=0.1, interventional_fraction=0.2),
+        confounded(200, seed, n_test=100, mixing=True),
+        anticausal(300, seed, n_test=100),
+    ):
+        h = hashlib.sha256()
+        for split in (bench.train, bench.val, bench.test_iid, bench.test_ood):
+            for t in (split.x, split.y, split.env, split.do):
+                if t is not None:
+                    h.update(t.numpy().tobytes())
+        h.update(bench.true_graph.adjacency.tobytes())
+        out.append(h.hexdigest())
+    return out
 """
 
 
 def _digests(seed: int) -> list[str]:
     namespace: dict = {}
-    exec(_DIGEST_SCRIPT.split("seed = int")[0], namespace)  # defines digest()
-    digest = namespace["digest"]
-    return [
-        digest(planted_dag(6, 7, 300, seed, n_test=100, missing_rate=0.1,
-                           interventional_fraction=0.2)),
-        digest(confounded(200, seed, n_test=100, mixing=True)),
-        digest(anticausal(300, seed, n_test=100)),
-    ]
+    exec(_DIGEST_SOURCE, namespace)
+    return namespace["digests"](seed)
 
 
 def _splits(bench: Benchmark):
@@ -67,7 +61,7 @@ def _splits(bench: Benchmark):
 def test_same_seed_bit_identical_in_fresh_process():
     here = _digests(3)
     out = subprocess.run(
-        [sys.executable, "-c", _DIGEST_SCRIPT, "3"],
+        [sys.executable, "-c", _DIGEST_SOURCE + "\nprint(*digests(3))"],
         cwd=ROOT, capture_output=True, text=True, check=True,
     )
     assert out.stdout.split() == here

@@ -44,7 +44,7 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------- benchmark object
-@dataclass(repr=False)
+@dataclass(repr=False, eq=False)
 class Benchmark:
     """A synthetic multi-task problem with known truth.
 
@@ -117,7 +117,9 @@ def _check_float(
     if not math.isfinite(v) or too_low or too_high:
         lo = "(" if low_open else "["
         hi = ")" if high_open else "]"
-        raise ValidationError(f"{name}: expected a finite value in {lo}{low}, {high}{hi}, got {value!r}")
+        raise ValidationError(
+            f"{name}: expected a finite value in {lo}{low}, {high}{hi}, got {value!r}"
+        )
     return v
 
 
@@ -125,7 +127,9 @@ def _check_seed(seed: Any) -> int:
     return _check_int("seed", seed, 0)
 
 
-def _check_pair(name: str, value: Any, low: float = 0.0, *, ordered: bool = True) -> tuple[float, float]:
+def _check_pair(
+    name: str, value: Any, low: float = 0.0, *, ordered: bool = True
+) -> tuple[float, float]:
     if isinstance(value, str) or not isinstance(value, Sequence) or len(value) != 2:
         raise ValidationError(f"{name}: expected a pair of numbers, got {value!r}")
     a = _check_float(f"{name}[0]", value[0], low)
@@ -272,9 +276,10 @@ def planted_dag(
 ) -> Benchmark:
     r"""Binary tasks generated along a planted random task DAG.
 
-    A random topological order is drawn and ``n_edges`` of the :math:`T(T-1)/2` forward pairs are
-    picked uniformly, each with weight :math:`W_{ij} = \pm|w|`, :math:`|w| \sim U(\text{edge\_weight})`
-    and a random sign. Labels are drawn in topological order from the logistic model
+    A random topological order is drawn and ``n_edges`` of the :math:`T(T-1)/2` forward pairs
+    are picked uniformly, each with weight :math:`W_{ij} = \pm|w|`,
+    :math:`|w| \sim U(\text{edge\_weight})` and a random sign. Labels are drawn in topological
+    order from the logistic model
 
     .. math::
         \operatorname{logit} P(y_j = 1) = w_j^\top x + \sum_{i \in \mathrm{pa}(j)} W_{ij}(2y_i - 1)
@@ -678,9 +683,7 @@ def shifted_prior(
     seed = _check_seed(seed)
     t = _check_float("strength", strength, 0.0, 1.0)
     if kind == "anti":
-        target = p.max() + p.min() - p
-        if target.sum() <= 0:  # all-equal table is its own reflection
-            target = np.ones_like(p)
+        target = p.max() + p.min() - p  # sums to > 0: an all-equal table reflects to itself
         target = target / target.sum()
     elif kind == "uniform":
         target = np.full_like(p, 1.0 / p.size)
