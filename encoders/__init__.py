@@ -11,9 +11,10 @@ from typing import Any
 from torch import nn
 
 from encoders.backbones import ConvBackbone, MLPBackbone
-from encoders.modular import ModularEncoder
+from encoders.modular import InputFeatures, ModularEncoder
 
-__all__ = ["MLPBackbone", "ConvBackbone", "ModularEncoder", "build_encoder", "encoder_config"]
+__all__ = ["MLPBackbone", "ConvBackbone", "ModularEncoder", "InputFeatures", "build_encoder",
+           "encoder_config"]
 
 
 def encoder_config(encoder: nn.Module) -> dict[str, Any] | None:
@@ -35,6 +36,8 @@ def build_encoder(config: dict[str, Any]) -> nn.Module:
         return MLPBackbone(**cfg)
     if kind == "ConvBackbone":
         return ConvBackbone(**cfg)
+    if kind == "InputFeatures":
+        return InputFeatures(**cfg)
     if kind == "ModularEncoder":
         backbone = build_encoder(cfg.pop("backbone"))
         return ModularEncoder(backbone, **cfg)

@@ -1,4 +1,4 @@
-"""Command line: ``taskgraph demo | train | export`` (also ``python -m taskgraph``)."""
+"""Command line: ``taskgraph demo | train | export | bench`` (also ``python -m taskgraph``)."""
 
 from __future__ import annotations
 
@@ -157,6 +157,33 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Every registered learner × every available benchmark × seeds: JSON results under
+    ``--out`` and the tables in docs/benchmarks.md (between the bench markers)."""
+    from taskgraph.bench import run_bench
+    from taskgraph.datasets.registry import get_benchmark, list_benchmarks
+    from taskgraph.exceptions import TaskGraphError
+
+    if args.list:
+        import taskgraph as tg
+
+        print("learners:", " ".join(tg.learners.list()))
+        for name in list_benchmarks():
+            why = get_benchmark(name).unavailable()
+            print(f"{name:<20} {'available' if why is None else 'unavailable: ' + why}")
+        return 0
+    docs = None if args.no_docs else (args.docs or (None if args.quick else
+                                                    "docs/benchmarks.md"))
+    seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
+    try:
+        run_bench(args.learners, args.benchmarks, seeds, quick=args.quick, epochs=args.epochs,
+                  out=args.out, docs=docs, verbose=args.verbose, device=args.device)
+    except TaskGraphError as exc:
+        print(f"taskgraph bench: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="taskgraph",
@@ -197,6 +224,27 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--threshold", type=float, help="drop edges with |weight| <= this")
     e.add_argument("--plot", action="store_true", help="also write a PNG beside the output")
     e.set_defaults(func=cmd_export)
+
+    b = sub.add_parser("bench", help="benchmark suite: learners × benchmarks × seeds",
+                       description=cmd_bench.__doc__)
+    b.add_argument("--quick", action="store_true",
+                   help="smoke run: small data, 2 epochs, seed 0, results in runs/bench/quick, "
+                        "docs untouched")
+    b.add_argument("--learners", nargs="+", metavar="NAME",
+                   help="learners (default: every registered one; single_task and "
+                        "hard_sharing are always added as references)")
+    b.add_argument("--benchmarks", nargs="+", metavar="NAME",
+                   help="benchmarks (default: every available one; see --list)")
+    b.add_argument("--seeds", nargs="+", type=int, help="seeds (default: 0 1 2; --quick: 0)")
+    b.add_argument("--epochs", type=int, help="override every benchmark's epochs")
+    b.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    b.add_argument("--out", help="results folder (default: runs/bench or runs/bench/quick)")
+    b.add_argument("--docs", help="Markdown file to update (default: docs/benchmarks.md, "
+                                  "not with --quick)")
+    b.add_argument("--no-docs", action="store_true", help="do not touch any docs")
+    b.add_argument("--list", action="store_true", help="list learners and benchmarks, exit")
+    b.add_argument("--verbose", action="store_true", default=None, help="progress bars")
+    b.set_defaults(func=cmd_bench)
 
     ls = sub.add_parser("list", help="list registered learners")
     ls.set_defaults(func=lambda a: print("\n".join(__import__("taskgraph").learners.list())) or 0)

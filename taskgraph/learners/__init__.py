@@ -4,8 +4,10 @@ Every learner follows the contract in :mod:`taskgraph.learners.base`.
 """
 
 from taskgraph.learners.base import BaseLearner, create, get, list, load_learner, register
+from taskgraph.learners.gcnet import SGNN, SGNNEBM, GCNet
 from taskgraph.learners.hard_sharing import HardSharing
 from taskgraph.learners.mmoe import MMoE
+from taskgraph.learners.mtcrl import MTCRL
 from taskgraph.learners.single_task import SingleTask
 
 __all__ = [
@@ -18,4 +20,8 @@ __all__ = [
     "SingleTask",
     "HardSharing",
     "MMoE",
+    "MTCRL",
+    "GCNet",
+    "SGNN",
+    "SGNNEBM",
 ]

@@ -254,6 +254,17 @@ class BaseLearner:
     def _on_epoch_end(self, epoch: int, train: MultiTaskData) -> dict[str, float]:
         return {}
 
+    def _selection_loss(self, val: MultiTaskData, sharded: bool = False) -> float:
+        """Validation criterion for model selection and early stopping (lower is better): the
+        sum over tasks of the mean validation loss. ``inf`` marks an epoch as ineligible."""
+        from taskgraph.train import Trainer
+
+        return Trainer.val_loss(self, val, sharded=sharded)
+
+    def _param_groups(self, lr: float) -> builtins.list[dict[str, Any]]:
+        """Optimizer parameter groups (one group at ``lr`` by default)."""
+        return [{"params": [p for p in self.model_.parameters() if p.requires_grad]}]
+
     def _train_state(self) -> dict[str, Any]:
         return {}
 

@@ -82,6 +82,16 @@ class OutputLayout(nn.Module):
 
     def log_proba(self, out: torch.Tensor) -> torch.Tensor:
         """Log class probabilities ``[B, T, C]`` (``-inf`` padding)."""
+        return self._log_proba(out, self.is_binary, self.is_multi, self.class_mask)
+
+    def log_proba_subset(self, out: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Log class probabilities of the tasks ``index`` only: ``out[B, len(index), C_max]``
+        -> ``[B, len(index), C]``."""
+        return self._log_proba(out, self.is_binary[index], self.is_multi[index],
+                               self.class_mask[index])
+
+    def _log_proba(self, out: torch.Tensor, is_binary: torch.Tensor, is_multi: torch.Tensor,
+                   class_mask: torch.Tensor) -> torch.Tensor:
         logits = out[..., : self.n_classes] if out.shape[-1] >= self.n_classes else F.pad(
             out, (0, self.n_classes - out.shape[-1])
         )
@@ -90,11 +100,14 @@ class OutputLayout(nn.Module):
             z = out[..., 0]
             binlp = torch.stack([F.logsigmoid(-z), F.logsigmoid(z)], dim=-1)
             binlp = F.pad(binlp, (0, self.n_classes - 2), value=-math.inf)
-            res = torch.where(self.is_binary[:, None], binlp, res)
+            res = torch.where(is_binary[:, None], binlp, res)
         if self.has_multi:
-            ml = torch.log_softmax(logits.masked_fill(~self.class_mask, -math.inf), dim=-1)
-            ml = ml.masked_fill(~self.class_mask, -math.inf)
-            res = torch.where(self.is_multi[:, None], ml, res)
+            # non-multiclass rows get zeros before the softmax: an all -inf row would give NaN
+            # gradients even though torch.where discards its value
+            safe = torch.where(is_multi[:, None], logits.masked_fill(~class_mask, -math.inf),
+                               torch.zeros_like(logits))
+            ml = torch.log_softmax(safe, dim=-1).masked_fill(~class_mask, -math.inf)
+            res = torch.where(is_multi[:, None], ml, res)
         return res
 
     def predict(self, out: torch.Tensor) -> torch.Tensor:

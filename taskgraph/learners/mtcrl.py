@@ -1,0 +1,429 @@
+r"""MT-CRL (Hu et al., NeurIPS 2022): disentangled modules, sparse task → module routing and an
+invariance penalty on the routing across environments, as node-level parts of one model."""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from taskgraph.data import MultiTaskData
+from taskgraph.exceptions import ValidationError
+from taskgraph.graph import TaskGraph
+from taskgraph.learners.base import BaseLearner, register
+from taskgraph.nn.heads import TaskHeads
+from taskgraph.nn.routing import GATE_KINDS, READOUTS, SPARSITY_KINDS, TaskModuleRouter
+from taskgraph.regularizers import (
+    DECORRELATION_KINDS,
+    INVARIANCE_KINDS,
+    LabelEnvironments,
+    RouterInvariancePenalty,
+    balance_weights,
+    class_balance_table,
+    decorrelation,
+    warn_single_environment,
+)
+from taskgraph.tasks import Task, TaskSet
+
+__all__ = ["MTCRL"]
+
+_ENV_MODES = ("auto", "given", "labels", "both")
+_GRAPH_KEY = "__taskgraph__"
+
+
+class _MTCRLNet(nn.Module):
+    """encoder → z[B, K, m] → router → s[B, T, d] → (message passing) → heads."""
+
+    def __init__(self, encoder: nn.Module, router: TaskModuleRouter, heads: TaskHeads,
+                 mp: nn.Module | None, edge_index: torch.Tensor,
+                 edge_weight: torch.Tensor) -> None:
+        super().__init__()
+        self.encoder, self.router, self.heads, self.mp = encoder, router, heads, mp
+        self.register_buffer("edge_index", edge_index)
+        self.register_buffer("edge_weight", edge_weight)
+        self.register_buffer("no_edges", torch.zeros(2, 0, dtype=torch.long))
+
+    def head_out(self, z: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        s = self.router(z, gates)
+        if self.mp is not None:
+            s = self.mp(s, self.edge_index, self.edge_weight)
+        return self.heads(s)
+
+    def penalty_out(self, z: torch.Tensor, gates: torch.Tensor,
+                    plain: torch.Tensor) -> torch.Tensor:
+        """Head outputs where task ``t`` reads its *own* state through ``gates`` (per example,
+        carrying the dummy multipliers) and its neighbours' messages through the ``plain``
+        gates, so the dummy of task ``t`` only reaches task ``t``'s risk: exact per-task
+        IRMv1 gradients under message passing (``s' = W_self s + Σ w W_msg s_i``)."""
+        s = self.router(z, gates)
+        if self.mp is None:
+            return self.heads(s)
+        own = self.mp(s, self.no_edges)
+        return self.heads(own + self.mp.messages(self.router(z, plain), self.edge_index,
+                                                 self.edge_weight))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head_out(self.encoder(x), self.router.gates())
+
+
+@register("mtcrl")
+class MTCRL(BaseLearner):
+    r"""Multi-task causal representation learning (MT-CRL) on task nodes.
+
+    The encoder is split into ``K`` modules :math:`\mathbf{z}_k` (a
+    :class:`encoders.ModularEncoder`); task ``t`` reads them through its routing gates
+    :math:`\mathbf{g}_t \in [0, 1]^K` (:class:`~taskgraph.nn.routing.TaskModuleRouter`), giving
+    a task node state :math:`\mathbf{s}_t`; with a ``graph`` the node states pass through one
+    :class:`~taskgraph.nn.message_passing.TaskMessagePassing` layer along its edges; per-task
+    heads read the result. Training minimises
+
+    .. math::
+        \mathcal{L} = \frac{1}{\lambda}\Bigl[\sum_t \bar\ell_t
+        + \lambda_{\text{dec}}\, \mathcal{L}_{\text{dec}}(\mathbf{z})
+        + \lambda_{\text{sp}} \sum_{t,k} g_{tk}
+        + \lambda \sum_t P_t\Bigr], \qquad
+        P_t = \sum_e \bigl\lVert \nabla_{\mathbf{w}} R_t^e(\mathbf{g}_t \odot \mathbf{w})
+        \bigr\rVert^2_{\mathbf{w}=\mathbf{1}}
+
+    with :math:`\lambda` = ``warmup_invariance`` for the first ``warmup_steps`` optimiser steps
+    and ``invariance`` afterwards (the bracket is divided by :math:`\lambda` whenever
+    :math:`\lambda > 1`, IRM's renormalisation). :math:`R_t^e` is task ``t``'s risk in
+    environment ``e``: the data's ``env`` ids, or strata of the other tasks' labels with task
+    ``t``'s classes re-balanced (``environments``).
+
+    ``task_graph_`` holds the learned routing (module → task edges, ``learned=True``) and the
+    given graph's task → task edges (none without a ``graph``). ``routing_`` is the ``[T, K]``
+    gate matrix. See ``docs/mtcrl.md`` for the choices made where the paper was not available.
+
+    Args:
+        n_modules (int): modules ``K`` when the encoder is built here or wrapped from a plain
+            backbone (a :class:`encoders.ModularEncoder` passed as ``encoder`` keeps its own).
+            (default: :obj:`4`)
+        module_dim (int, optional): module width (default: ``hidden // n_modules``).
+        module_mode (str): layout of the modules on a plain backbone: ``"split"`` (blocks of the
+            trunk's last layer, no extra cost) or ``"separate"`` (one sub-network per module).
+            (default: :obj:`"split"`)
+        gate (str): ``"sigmoid"``, ``"hard_concrete"``, ``"gumbel"`` or ``"softmax"``.
+            (default: :obj:`"sigmoid"`)
+        readout (str): ``"concat"`` or ``"sum"``. (default: :obj:`"concat"`)
+        gate_init (float): initial gate value. (default: :obj:`0.5`)
+        prune_threshold (float, optional): gates below it are 0 at inference and in the
+            exported routing.
+        sparsity (float): :math:`\lambda_{\text{sp}}`. (default: :obj:`1e-2`)
+        sparsity_kind (str): ``"l1"``, ``"entropy"``, ``"l1+entropy"`` or ``"none"``.
+            (default: :obj:`"l1"`)
+        decorrelation (float): :math:`\lambda_{\text{dec}}`. (default: :obj:`1.0`)
+        decorrelation_kind (str): ``"corr"`` or ``"hsic"``. (default: :obj:`"corr"`)
+        invariance (float): :math:`\lambda` after the warm-up; 0 disables the penalty.
+            (default: :obj:`1e3`)
+        invariance_kind (str): ``"irmv1"``, ``"grad_var"`` or ``"vrex"``.
+            (default: :obj:`"irmv1"`)
+        warmup_steps (int): optimiser steps before the full penalty. (default: :obj:`100`)
+        warmup_invariance (float): :math:`\lambda` during the warm-up. (default: :obj:`1.0`)
+        environments (str): ``"given"`` (the data's ``env``), ``"labels"`` (strata of the
+            other tasks' labels) or ``"auto"`` (given when the training data has at least two
+            environments, else labels). (default: :obj:`"auto"`)
+        rebalance (bool, optional): re-balance each task's classes inside every environment
+            (default: only for label environments).
+        max_envs (int): cap on label environments per task. (default: :obj:`16`)
+        penalty_through_encoder (bool): let the penalty's gradient reach the encoder (it then
+            reshapes the modules); ``False`` differentiates it through the read-out and heads
+            only (cheaper). (default: :obj:`True`)
+        graph (TaskGraph, optional): a task graph over the same tasks; its edges carry one
+            round of message passing between task node states before the heads.
+        **kwargs: :class:`~taskgraph.learners.base.BaseLearner` arguments.
+    """
+
+    conformance_kwargs: ClassVar[dict[str, Any]] = {"warmup_steps": 2}
+
+    def __init__(
+        self,
+        tasks: TaskSet | builtins.list[Task | str],
+        *,
+        n_modules: int = 4,
+        module_dim: int | None = None,
+        module_mode: str = "split",
+        gate: str = "sigmoid",
+        readout: str = "concat",
+        gate_init: float = 0.5,
+        prune_threshold: float | None = None,
+        sparsity: float = 1e-2,
+        sparsity_kind: str = "l1",
+        decorrelation: float = 1.0,
+        decorrelation_kind: str = "corr",
+        invariance: float = 1e3,
+        invariance_kind: str = "irmv1",
+        warmup_steps: int = 100,
+        warmup_invariance: float = 1.0,
+        renormalize: bool = True,
+        invariance_intercept: bool = True,
+        environments: str = "auto",
+        rebalance: bool | None = None,
+        max_envs: int = 16,
+        penalty_through_encoder: bool = True,
+        graph: TaskGraph | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(tasks, **kwargs)
+        self.n_modules = n_modules
+        self.module_dim = module_dim
+        self.module_mode = module_mode
+        self.gate = gate
+        self.readout = readout
+        self.gate_init = gate_init
+        self.prune_threshold = prune_threshold
+        self.sparsity = sparsity
+        self.sparsity_kind = sparsity_kind
+        self.decorrelation = decorrelation
+        self.decorrelation_kind = decorrelation_kind
+        self.invariance = invariance
+        self.invariance_kind = invariance_kind
+        self.warmup_steps = warmup_steps
+        self.warmup_invariance = warmup_invariance
+        self.renormalize = renormalize
+        self.invariance_intercept = invariance_intercept
+        self.environments = environments
+        self.rebalance = rebalance
+        self.max_envs = max_envs
+        self.penalty_through_encoder = penalty_through_encoder
+        if isinstance(graph, dict) and _GRAPH_KEY in graph:  # the saved form (see _params_state)
+            graph = TaskGraph.from_dict(graph[_GRAPH_KEY])
+        self.graph = graph
+
+    # ------------------------------------------------------------------ checks
+    def _check_params(self) -> None:
+        choices = {
+            "module_mode": (self.module_mode, ("split", "separate")),
+            "gate": (self.gate, GATE_KINDS),
+            "readout": (self.readout, READOUTS),
+            "sparsity_kind": (self.sparsity_kind, SPARSITY_KINDS),
+            "decorrelation_kind": (self.decorrelation_kind, DECORRELATION_KINDS),
+            "invariance_kind": (self.invariance_kind, INVARIANCE_KINDS),
+            "environments": (self.environments, _ENV_MODES),
+        }
+        for name, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise ValidationError(f"{name}: expected one of {allowed}, got {value!r}")
+        for name in ("sparsity", "decorrelation", "invariance", "warmup_invariance"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    np.isfinite(value) and value >= 0):
+                raise ValidationError(f"{name}: expected a finite number >= 0, got {value!r}")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or (
+                self.warmup_steps < 0):
+            raise ValidationError(
+                f"warmup_steps: expected an integer >= 0, got {self.warmup_steps!r}")
+        if self.graph is not None:
+            if not isinstance(self.graph, TaskGraph):
+                raise ValidationError(
+                    f"graph: expected a TaskGraph or None, got {type(self.graph).__name__}")
+            if self.graph.names != self.tasks_set_.names:
+                raise ValidationError(
+                    f"graph: its tasks {self.graph.names} differ from the learner's tasks "
+                    f"{self.tasks_set_.names} (same names, same order)")
+
+    # ------------------------------------------------------------------ building
+    def _make_modular(self, feature_shape: tuple[int, ...]) -> nn.Module:
+        from encoders import ModularEncoder
+
+        if isinstance(self.encoder, ModularEncoder):
+            return self._make_encoder(feature_shape)
+        backbone = self._make_encoder(feature_shape)
+        k = int(self.n_modules)
+        d = int(backbone.out_dim)
+        if self.module_mode == "split":
+            if self.module_dim is not None and int(self.module_dim) * k != d:
+                raise ValidationError(
+                    f"module_dim: module_mode='split' needs n_modules * module_dim == the "
+                    f"backbone width {d}, got {k} * {self.module_dim}")
+            if d % k:
+                raise ValidationError(
+                    f"n_modules: module_mode='split' needs the backbone width {d} to be a "
+                    f"multiple of n_modules={k}")
+            return ModularEncoder(backbone, k=k, module_dim=d // k, mode="split")
+        m = int(self.module_dim) if self.module_dim is not None else max(1, int(self.hidden) // k)
+        return ModularEncoder(backbone, k=k, module_dim=m, mode="separate")
+
+    def _build(self, feature_shape: tuple[int, ...], train: MultiTaskData | None) -> nn.Module:
+        from taskgraph.nn.message_passing import TaskMessagePassing
+
+        self._check_params()
+        encoder = self._make_modular(feature_shape)
+        if not hasattr(encoder, "k") or not hasattr(encoder, "module_dim"):
+            raise ValidationError("encoder: expected an encoders.ModularEncoder or a backbone")
+        k, m = int(encoder.k), int(encoder.module_dim)
+        t = len(self.tasks_set_)
+        router = TaskModuleRouter(t, k, m, gate=self.gate, readout=self.readout,
+                                  init=float(self.gate_init),
+                                  prune_threshold=self.prune_threshold)
+        mp = None
+        edge_index = torch.zeros(2, 0, dtype=torch.long)
+        edge_weight = torch.zeros(0)
+        if self.graph is not None:
+            mp = TaskMessagePassing(router.out_dim, router.out_dim)
+            edge_index, edge_weight = self.graph.to_edge_index()
+        heads = TaskHeads(self.tasks_set_, router.out_dim)
+        self._step = 0
+        self._envs: dict[str, Any] | None = None
+        if train is not None:
+            self._envs = self._setup_envs(train)
+        self._penalty = RouterInvariancePenalty(self.invariance_kind)
+        return _MTCRLNet(encoder, router, heads, mp, edge_index, edge_weight)
+
+    def _setup_envs(self, train: MultiTaskData) -> dict[str, Any] | None:
+        """Environment tables from the training data, or ``None`` (penalty off, warned)."""
+        if float(self.invariance) == 0 and float(self.warmup_invariance) == 0:
+            return None
+        n_classes = [task.n_states for task in self.tasks_set_]
+        labels = LabelEnvironments(n_classes, max_envs=int(self.max_envs))
+        has_given = train.n_envs >= 2
+        has_labels = bool(labels.active.any())
+        mode = self.environments
+        if mode == "auto":
+            mode = ("both" if has_given and has_labels else "given" if has_given else "labels")
+        if mode in ("given", "both") and not has_given:
+            warn_single_environment(
+                "the training data has " + ("no `env`" if train.env is None else
+                                            "a single environment") + f" (environments={mode!r})")
+            return None
+        if mode in ("labels", "both") and not has_labels:
+            warn_single_environment(
+                "label environments need at least two classification tasks "
+                f"(environments={mode!r})")
+            return None
+        n_given = int(train.env.max()) + 1 if has_given else 1
+        rebalance = (mode != "given") if self.rebalance is None else bool(self.rebalance)
+        envs = {"mode": mode, "labels": labels, "n_given": n_given,
+                "n_envs": n_given * (labels.n_envs if mode != "given" else 1)}
+        codes = self._env_codes(envs, train.y, train.env)
+        envs["table"] = class_balance_table(codes, train.y, n_classes, envs["n_envs"],
+                                            rebalance=rebalance)
+        if int((envs["table"].sum(-1) > 0).sum(-1).max()) < 2:
+            warn_single_environment(
+                f"no task has data in two environments (environments={mode!r})")
+            return None
+        return envs
+
+    @staticmethod
+    def _env_codes(envs: dict[str, Any], y: torch.Tensor,
+                   env: torch.Tensor | None) -> torch.Tensor:
+        """Environment of every (example, task) ``[N, T]``; ``-1`` = excluded."""
+        t = y.shape[1]
+        if envs["mode"] == "given":
+            assert env is not None
+            return env[:, None].expand(-1, t)
+        labels: LabelEnvironments = envs["labels"]
+        code = labels.codes(y)
+        if envs["mode"] == "labels":
+            return code
+        assert env is not None
+        # given × label strata; tasks without label strata (regression) keep the given env only
+        active = labels.active.to(y.device)[None, :]
+        given = env[:, None].expand(-1, t) * labels.n_envs
+        return torch.where(active, torch.where(code >= 0, given + code, -1), given)
+
+    # ------------------------------------------------------------------ objective
+    def _batch_envs(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self._envs is not None
+        codes = self._env_codes(self._envs, batch.y, batch.env)
+        return balance_weights(self._envs["table"], codes, batch.y)
+
+    def _lambda(self, step: int) -> float:
+        return float(self.warmup_invariance if step < int(self.warmup_steps) else self.invariance)
+
+    def _loss(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        net: _MTCRLNet = self.model_
+        step = self._step
+        if net.training:
+            self._step += 1
+        z = net.encoder(batch.x)
+        gates = net.router.gates()
+        out = net.head_out(z, gates)
+        task = self.layout_.task_losses(out, batch.y).sum()
+        loss = task
+        logs = {"task_loss": float(task.detach())}
+        if float(self.decorrelation) > 0:
+            dec = decorrelation(z, self.decorrelation_kind)
+            loss = loss + float(self.decorrelation) * dec
+            logs["decorrelation"] = float(dec.detach())
+        if float(self.sparsity) > 0 and self.sparsity_kind != "none":
+            sp = net.router.sparsity(self.sparsity_kind)
+            loss = loss + float(self.sparsity) * sp
+            logs["sparsity"] = float(sp.detach())
+        lam = self._lambda(step)
+        if self._envs is not None and lam > 0:
+            pen = self._invariance(net, batch, z, gates, out)
+            loss = loss + lam * pen
+            logs["invariance"] = float(pen.detach())
+            logs["lambda_inv"] = lam
+            if lam > 1.0 and self.renormalize:
+                loss = loss / lam
+        return loss, logs
+
+    def _invariance(self, net: _MTCRLNet, batch: Any, z: torch.Tensor, gates: torch.Tensor,
+                    out: torch.Tensor) -> torch.Tensor:
+        env, weight = self._batch_envs(batch)
+        n_envs = int(self._envs["n_envs"])
+        if not self._penalty.needs_dummy:
+            out_p = out if self.penalty_through_encoder else net.head_out(z.detach(), gates)
+            per = self.layout_.per_example_loss(out_p, batch.y)
+            return self._penalty(per, env, None, weight, n_envs=n_envs).sum()
+        zp = z if self.penalty_through_encoder else z.detach()
+        t, k = gates.shape
+        rows = (env.clamp_min(0), torch.arange(t, device=env.device)[None, :])
+        dummy = self._penalty.dummy(n_envs, t, k, like=gates)
+        out_p = net.penalty_out(zp, (gates[None] * dummy)[rows], gates)
+        dummies = [dummy]
+        if self.invariance_intercept:
+            shift = self._penalty.shift(n_envs, t, out_p.shape[-1], like=out_p)
+            out_p = out_p + shift[rows] * net.heads.col_mask
+            dummies.append(shift)
+        per = self.layout_.per_example_loss(out_p, batch.y)
+        return self._penalty(per, env, dummies, weight, n_envs=n_envs).sum()
+
+    # ------------------------------------------------------------------ hooks
+    @torch.no_grad()
+    def _on_epoch_end(self, epoch: int, train: MultiTaskData) -> dict[str, float]:
+        g = self.model_.router.routing()
+        t, k = g.shape
+        if t * k > 64:
+            return {"gate_mean": float(g.mean())}
+        names = self.tasks_set_.names
+        return {f"gate/{names[i]}/module_{j}": float(g[i, j]) for i in range(t) for j in range(k)}
+
+    def _train_state(self) -> dict[str, Any]:
+        return {"step": int(getattr(self, "_step", 0))}
+
+    def _load_train_state(self, state: dict[str, Any]) -> None:
+        self._step = int(state.get("step", 0))
+
+    def _params_state(self) -> tuple[dict[str, Any], bool]:
+        params, custom = super()._params_state()
+        if isinstance(params.get("graph"), TaskGraph):
+            params["graph"] = {_GRAPH_KEY: params["graph"].to_dict()}
+        return params, custom
+
+    @property
+    def routing_(self) -> np.ndarray:
+        """The learned ``[T, K]`` routing gates (evaluation mode, pruning applied)."""
+        self._check_fitted()
+        return self.model_.router.routing().cpu().double().numpy()
+
+    @torch.no_grad()
+    def _learned_graph(self) -> TaskGraph:
+        routing = self.routing_
+        t = len(self.tasks_set_)
+        adjacency = np.zeros((t, t)) if self.graph is None else self.graph.adjacency
+        meta = {
+            "learner": self.name,
+            "gate": self.gate,
+            "invariance": self.invariance_kind if self._envs is not None else "off",
+            "environments": self._envs["mode"] if self._envs is not None else "none",
+            "given_graph": self.graph is not None,
+        }
+        return TaskGraph(adjacency, self.tasks_set_.names, routing=routing,
+                         modules=[f"module_{j}" for j in range(routing.shape[1])],
+                         learned=True, meta=meta)

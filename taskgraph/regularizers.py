@@ -1,0 +1,532 @@
+r"""Regularisers of MT-CRL: module decorrelation and invariance of the task → module routing.
+
+- :func:`decorrelation` / :class:`ModuleDecorrelation`: how much the ``K`` module blocks of
+  ``z[B, K, m]`` depend on each other, from batch statistics (standardised cross-block
+  correlation, or a normalised HSIC).
+- :func:`env_risks`: per-environment, per-task risks ``R[E, T]`` from per-example losses, with
+  per-(example, task) environments and importance weights, in one scatter (no loop over
+  environments or tasks).
+- :func:`irmv1_penalty`, :func:`gradient_variance_penalty`, :func:`vrex_penalty` and the module
+  :class:`RouterInvariancePenalty` that picks one of them.
+- :class:`LabelEnvironments`: environments of task ``t`` built from the *other* tasks' labels,
+  with within-environment re-balancing of task ``t``'s classes.
+
+The invariance penalties act on a *dummy multiplier* of each task's gate vector (IRMv1, Arjovsky
+et al. 2019, with the routing row as the "classifier"): ``w[E, T, K]`` = 1, one copy per
+environment, so a single backward pass of :math:`\sum_{e,t} R_t^e` yields every
+:math:`\partial R_t^e / \partial \mathbf{w}_{e,t}` at once.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from taskgraph.exceptions import ValidationError
+
+__all__ = [
+    "decorrelation",
+    "ModuleDecorrelation",
+    "env_risks",
+    "irmv1_penalty",
+    "gradient_variance_penalty",
+    "vrex_penalty",
+    "RouterInvariancePenalty",
+    "LabelEnvironments",
+    "class_balance_table",
+    "balance_weights",
+    "warn_single_environment",
+    "DECORRELATION_KINDS",
+    "INVARIANCE_KINDS",
+]
+
+DECORRELATION_KINDS = ("corr", "hsic")
+INVARIANCE_KINDS = ("irmv1", "grad_var", "vrex")
+
+
+# ============================================================================ decorrelation
+def _check_modules(z: torch.Tensor) -> None:
+    if not isinstance(z, torch.Tensor) or z.dim() != 3:
+        shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise ValidationError(f"z: expected module outputs of shape [B, K, m], got {shape}")
+
+
+def _standardise(z: torch.Tensor, eps: float) -> torch.Tensor:
+    """Per-feature batch standardisation of ``z[B, ...]`` (biased variance, like BatchNorm)."""
+    mu = z.mean(dim=0, keepdim=True)
+    zc = z - mu
+    var = zc.pow(2).mean(dim=0, keepdim=True)
+    return zc * torch.rsqrt(var + eps)
+
+
+def _corr_decorrelation(z: torch.Tensor, eps: float) -> torch.Tensor:
+    b, k, m = z.shape
+    zs = _standardise(z.reshape(b, k * m), eps)
+    corr = zs.T @ zs / b  # [Km, Km]
+    blk = torch.arange(k, device=z.device).repeat_interleave(m)
+    cross = blk[:, None] != blk[None, :]
+    return corr.pow(2)[cross].mean()
+
+
+def _hsic_decorrelation(z: torch.Tensor, eps: float) -> torch.Tensor:
+    b, k, m = z.shape
+    zs = _standardise(z, eps).transpose(0, 1)  # [K, B, m]
+    d2 = torch.cdist(zs, zs).pow(2)  # [K, B, B]
+    # median heuristic per module, detached (a bandwidth, not a parameter to game)
+    off = ~torch.eye(b, dtype=torch.bool, device=z.device)
+    sigma2 = d2.detach()[:, off].median(dim=-1).values.clamp_min(eps)
+    gram = torch.exp(-d2 / (2.0 * sigma2[:, None, None]))
+    gram = gram - gram.mean(dim=1, keepdim=True)  # double centring: H K H
+    gram = gram - gram.mean(dim=2, keepdim=True)
+    hsic = torch.einsum("kab,lab->kl", gram, gram) / (b - 1) ** 2  # [K, K]
+    diag = hsic.diagonal().clamp_min(eps)
+    cka = hsic / torch.sqrt(diag[:, None] * diag[None, :])
+    cross = ~torch.eye(k, dtype=torch.bool, device=z.device)
+    return cka[cross].mean()
+
+
+def decorrelation(z: torch.Tensor, kind: str = "corr", eps: float = 1e-5) -> torch.Tensor:
+    r"""Dependence between the ``K`` module blocks of ``z[B, K, m]``, from batch statistics.
+
+    ``kind="corr"`` (default): the mean squared cross-block correlation of the batch-standardised
+    features,
+
+    .. math::
+        \mathcal{L}_{\mathrm{dec}} = \frac{1}{K(K-1)m^2} \sum_{i \neq j}
+        \bigl\lVert \hat{\mathbf{C}}_{ij} \bigr\rVert_F^2, \qquad
+        \hat{\mathbf{C}} = \tfrac{1}{B} \hat{\mathbf{Z}}^\top \hat{\mathbf{Z}},\;
+        \hat{\mathbf{Z}} = \text{standardise}(\mathbf{Z}) \in \mathbb{R}^{B \times Km},
+
+    where :math:`\hat{\mathbf{C}}_{ij}` is the ``m × m`` block between modules ``i`` and ``j``.
+    It lies in ``[0, 1]``, does not depend on ``m``, is invariant to rescaling any feature, and is
+    about ``1/B`` for independent blocks (sampling noise of a correlation).
+
+    ``kind="hsic"``: the mean over module pairs of the normalised HSIC (CKA) with Gaussian kernels
+    on standardised blocks (median-heuristic bandwidth),
+    :math:`\mathrm{HSIC}_{ij} / \sqrt{\mathrm{HSIC}_{ii}\mathrm{HSIC}_{jj}}`: it also sees
+    non-linear dependence, at ``O(K B²)`` cost, so use it with moderate batches.
+
+    Args:
+        z (Tensor): module outputs ``[B, K, m]``.
+        kind (str): ``"corr"`` or ``"hsic"``. (default: :obj:`"corr"`)
+        eps (float): variance floor of the standardisation (constant features give 0).
+
+    Returns:
+        Tensor: scalar; ``0`` when ``B < 2`` or ``K < 2``.
+    """
+    _check_modules(z)
+    if kind not in DECORRELATION_KINDS:
+        raise ValidationError(f"kind: expected one of {DECORRELATION_KINDS}, got {kind!r}")
+    b, k, _ = z.shape
+    if b < 2 or k < 2:
+        return z.sum() * 0.0
+    if kind == "corr":
+        return _corr_decorrelation(z, eps)
+    return _hsic_decorrelation(z, eps)
+
+
+class ModuleDecorrelation(nn.Module):
+    r"""Module form of :func:`decorrelation` (a penalty to add to the training loss).
+
+    Args:
+        kind (str): ``"corr"`` (batch-standardised cross-block correlation) or ``"hsic"``
+            (normalised HSIC). (default: :obj:`"corr"`)
+        eps (float): variance floor. (default: :obj:`1e-5`)
+
+    Shapes:
+        - **input:** ``z[B, K, m]``
+        - **output:** scalar
+    """
+
+    def __init__(self, kind: str = "corr", eps: float = 1e-5) -> None:
+        super().__init__()
+        if kind not in DECORRELATION_KINDS:
+            raise ValidationError(f"kind: expected one of {DECORRELATION_KINDS}, got {kind!r}")
+        self.kind, self.eps = kind, float(eps)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return decorrelation(z, self.kind, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}"
+
+
+# ============================================================================ invariance
+def env_risks(
+    loss: torch.Tensor,
+    env: torch.Tensor,
+    n_envs: int,
+    weight: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Weighted mean loss of every (environment, task) pair.
+
+    .. math::
+        R_t^e = \frac{\sum_{n:\, e_{nt} = e} a_{nt}\, \ell_{nt}}{\sum_{n:\, e_{nt} = e} a_{nt}}
+
+    Args:
+        loss (Tensor): per-example losses ``[B, T]`` (finite; 0 where a label is missing).
+        env (LongTensor): environment of every (example, task) ``[B, T]`` (or ``[B]``, the same
+            for every task); ``-1`` excludes the pair (missing label, no environment).
+        n_envs (int): number of environments ``E`` (ids ``0 .. E-1``).
+        weight (Tensor, optional): importance weights ``a[B, T]`` (default 1); 0 excludes.
+
+    Returns:
+        ``(risks [E, T], mass [E, T])``: ``mass`` is the summed weight (0 = no data, and then
+        the risk is 0).
+    """
+    if loss.dim() != 2:
+        raise ValidationError(f"loss: expected [B, T], got {tuple(loss.shape)}")
+    b, t = loss.shape
+    if env.dim() == 1:
+        env = env[:, None].expand(b, t)
+    if env.shape != (b, t):
+        raise ValidationError(f"env: expected [B] or [B, T] = [{b}, {t}], got {tuple(env.shape)}")
+    a = torch.ones_like(loss) if weight is None else weight.to(loss.dtype)
+    a = torch.where(env >= 0, a, torch.zeros_like(a))
+    idx = (env.clamp_min(0) * t + torch.arange(t, device=loss.device)).reshape(-1)
+    flat = torch.zeros(n_envs * t, dtype=loss.dtype, device=loss.device)
+    num = flat.index_add(0, idx, (a * loss).reshape(-1)).reshape(n_envs, t)
+    mass = flat.index_add(0, idx, a.reshape(-1)).reshape(n_envs, t)
+    return num / mass.clamp_min(1e-12), mass
+
+
+Dummies = torch.Tensor | Sequence[torch.Tensor]
+
+
+def _as_list(dummies: Dummies) -> list[torch.Tensor]:
+    out = [dummies] if isinstance(dummies, torch.Tensor) else list(dummies)
+    if not out:
+        raise ValidationError("dummy: expected at least one dummy tensor")
+    for d in out:
+        if not isinstance(d, torch.Tensor) or not d.requires_grad:
+            raise ValidationError("dummy: must be tensors with requires_grad=True "
+                                  "(see RouterInvariancePenalty.dummy)")
+    return out
+
+
+def _dummy_grads(risks: torch.Tensor, dummies: Dummies) -> torch.Tensor:
+    """Gradients of ``sum(R)`` w.r.t. every dummy, flattened and concatenated ``[E, T, D]``."""
+    ds = _as_list(dummies)
+    grads = torch.autograd.grad(risks.sum(), ds, create_graph=True, allow_unused=True)
+    e, t = risks.shape
+    flat = [torch.zeros(e, t, 0, dtype=risks.dtype, device=risks.device)]
+    for d, g in zip(ds, grads):
+        flat.append((torch.zeros_like(d) if g is None else g).reshape(e, t, -1))
+    return torch.cat(flat, dim=-1)
+
+
+def irmv1_penalty(
+    risks: torch.Tensor, dummy: Dummies, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    r"""IRMv1 on the routing: squared gradient of every environment's risk w.r.t. a dummy
+    multiplier of the task's gate vector (and any further dummies), at the dummy's value.
+
+    .. math::
+        P_t = \sum_{e} \bigl\lVert \nabla_{\mathbf{w}_{e,t}} R_t^e(\mathbf{g}_t \odot
+        \mathbf{w}_{e,t}) \bigr\rVert_2^2 \Big|_{\mathbf{w} = \mathbf{1}}
+
+    ``dummy`` holds one copy ``w[e, t]`` per environment and task, and the examples of
+    environment ``e`` must have used ``g_t ⊙ w[e, t]``: then the gradient of
+    :math:`\sum_{e,t} R_t^e` w.r.t. ``w[e, t]`` is exactly
+    :math:`\partial R_t^e / \partial \mathbf{w}_{e,t}` and one backward pass serves every
+    environment and task. The graph is kept (``create_graph=True``) so the penalty trains.
+    Several dummies (e.g. gate multipliers ``[E, T, K]`` and an intercept shift
+    ``[E, T, C]``) may be passed as a sequence; their squared gradients add up.
+
+    Args:
+        risks (Tensor): ``R[E, T]`` from :func:`env_risks`.
+        dummy (Tensor or sequence of Tensor): ``[E, T, ...]`` with ``requires_grad=True``.
+        valid (BoolTensor, optional): ``[E, T]`` pairs to count (default: all).
+
+    Returns:
+        Tensor: per-task penalty ``[T]``.
+    """
+    sq = _dummy_grads(risks, dummy).pow(2).sum(dim=-1)
+    if valid is not None:
+        sq = torch.where(valid, sq, torch.zeros_like(sq))
+    return sq.sum(dim=0)
+
+
+def _masked_var(v: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Variance over dim 0 of ``v[E, T, ...]`` using only ``valid[E, T]`` entries; 0 if < 2."""
+    while valid.dim() < v.dim():
+        valid = valid[..., None]
+    w = valid.to(v.dtype)
+    n = w.sum(dim=0)
+    mean = (v * w).sum(dim=0) / n.clamp_min(1)
+    var = ((v - mean).pow(2) * w).sum(dim=0) / n.clamp_min(1)
+    return torch.where(n >= 2, var, torch.zeros_like(var))
+
+
+def gradient_variance_penalty(
+    risks: torch.Tensor, dummy: Dummies, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    r"""Variance across environments of the gradient of each task's risk w.r.t. its gates.
+
+    .. math::
+        P_t = \sum_{k} \operatorname{Var}_e\!\left[
+        \frac{\partial R_t^e}{\partial w_{e,t,k}} \right]_{\mathbf{w} = \mathbf{1}}
+
+    Zero when every environment asks for the same change of the routing (also when that change
+    is not zero, unlike IRMv1); see :func:`irmv1_penalty` for ``dummy``.
+
+    Returns:
+        Tensor: per-task penalty ``[T]``.
+    """
+    grad = _dummy_grads(risks, dummy)
+    if valid is None:
+        valid = torch.ones(risks.shape, dtype=torch.bool, device=risks.device)
+    return _masked_var(grad, valid).sum(dim=-1)
+
+
+def vrex_penalty(risks: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    r"""V-REx (Krueger et al. 2021): variance of each task's risk across environments,
+    :math:`P_t = \operatorname{Var}_e R_t^e`. A baseline; it needs no dummy.
+
+    Returns:
+        Tensor: per-task penalty ``[T]``.
+    """
+    if valid is None:
+        valid = torch.ones(risks.shape, dtype=torch.bool, device=risks.device)
+    return _masked_var(risks, valid)
+
+
+class RouterInvariancePenalty(nn.Module):
+    r"""Invariance penalty on the task → module routing across environments.
+
+    Three kinds, all vectorised over environments and tasks:
+
+    - ``"irmv1"`` (default): :func:`irmv1_penalty`, the squared gradient of every environment's
+      risk w.r.t. a dummy multiplier of the task's gate vector;
+    - ``"grad_var"``: :func:`gradient_variance_penalty`, the variance of that gradient across
+      environments;
+    - ``"vrex"``: :func:`vrex_penalty`, the variance of the risks (no dummy; a baseline).
+
+    Usage: build the dummies with :meth:`dummy` (gate multipliers, ones) and optionally
+    :meth:`shift` (an intercept shift, zeros); for every example of environment ``e``, gate task
+    ``t`` with ``g[t] * w[e, t]`` and add ``u[e, t]`` to its head output; compute per-example
+    losses, then call the module::
+
+        w = penalty.dummy(n_envs, n_tasks, n_modules, like=gates)
+        ... out = heads(router(z, gates_per_example(w))) + u[env, task] ...
+        p = penalty(loss[B, T], env[B, T], [w, u], weight=a[B, T])     # [T]
+
+    Args:
+        kind (str): ``"irmv1"``, ``"grad_var"`` or ``"vrex"``. (default: :obj:`"irmv1"`)
+        min_mass (float): an (environment, task) pair counts only with at least this much
+            weight in the batch. (default: :obj:`2.0`)
+    """
+
+    def __init__(self, kind: str = "irmv1", min_mass: float = 2.0) -> None:
+        super().__init__()
+        if kind not in INVARIANCE_KINDS:
+            raise ValidationError(f"kind: expected one of {INVARIANCE_KINDS}, got {kind!r}")
+        self.kind, self.min_mass = kind, float(min_mass)
+
+    @property
+    def needs_dummy(self) -> bool:
+        """Whether the penalty differentiates w.r.t. dummies."""
+        return self.kind != "vrex"
+
+    @staticmethod
+    def dummy(n_envs: int, n_tasks: int, n_modules: int, like: torch.Tensor) -> torch.Tensor:
+        """Gate multipliers: ones ``[E, T, K]``, ``requires_grad=True``, like ``like``."""
+        return torch.ones(n_envs, n_tasks, n_modules, dtype=like.dtype, device=like.device,
+                          requires_grad=True)
+
+    @staticmethod
+    def shift(n_envs: int, n_tasks: int, width: int, like: torch.Tensor) -> torch.Tensor:
+        """Intercept shifts: zeros ``[E, T, C]``, ``requires_grad=True``, like ``like``."""
+        return torch.zeros(n_envs, n_tasks, width, dtype=like.dtype, device=like.device,
+                           requires_grad=True)
+
+    def forward(
+        self,
+        loss: torch.Tensor,
+        env: torch.Tensor,
+        dummy: Dummies | None,
+        weight: torch.Tensor | None = None,
+        n_envs: int | None = None,
+    ) -> torch.Tensor:
+        """Per-task penalty ``[T]`` from per-example losses ``[B, T]`` and environments
+        ``[B, T]`` or ``[B]`` (``-1`` = excluded); ``dummy``: tensor(s) ``[E, T, ...]`` (``None``
+        for ``"vrex"``); ``n_envs`` defaults to the dummies' ``E`` (or ``max(env) + 1``)."""
+        if self.needs_dummy and dummy is None:
+            raise ValidationError(f"dummy: the {self.kind!r} penalty needs the dummy multiplier")
+        if n_envs is None:
+            n_envs = (int(_as_list(dummy)[0].shape[0]) if dummy is not None
+                      else int(env.max().clamp_min(0)) + 1)
+        risks, mass = env_risks(loss, env, n_envs, weight)
+        valid = mass >= self.min_mass
+        if self.kind == "irmv1":
+            return irmv1_penalty(risks, dummy, valid)
+        if self.kind == "grad_var":
+            return gradient_variance_penalty(risks, dummy, valid)
+        return vrex_penalty(risks, valid)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}"
+
+
+# ============================================================================ environments
+class LabelEnvironments:
+    r"""Environments of each task built from the *other* tasks' labels, with re-balancing.
+
+    For task ``t`` the environment of an example is its stratum of the joint labels of the
+    other classification tasks (mixed-radix code, reduced modulo ``max_envs`` when there are
+    more strata than that: merging strata still gives a valid, coarser partition). Inside every
+    environment task ``t``'s classes are re-balanced by importance weights
+
+    .. math::
+        a_{n} = \frac{1}{C_t\, \hat{p}(y_t = y_{nt} \mid e_{nt})},
+
+    estimated on the training data, so that conditioning on another task's label does not shift
+    task ``t``'s class balance: only modules whose relation to ``y_t`` changes across the other
+    task's strata (spurious, confounded ones) are penalised, not the causal ones. Strata where
+    task ``t`` shows fewer than two classes are dropped. Regression tasks are not targets of
+    this construction (their rows get environment ``-1``) nor stratifying tasks.
+
+    Args:
+        n_classes (sequence of int): classes per task (0 for regression), in task order.
+        max_envs (int): cap on the number of environments. (default: :obj:`16`)
+        rebalance (bool): apply the class re-balancing weights. (default: :obj:`True`)
+    """
+
+    def __init__(self, n_classes: Sequence[int], max_envs: int = 16,
+                 rebalance: bool = True) -> None:
+        self.n_classes = [int(c) for c in n_classes]
+        if not isinstance(max_envs, int) or max_envs < 2:
+            raise ValidationError(f"max_envs: expected an integer >= 2, got {max_envs!r}")
+        self.max_envs = max_envs
+        self.rebalance = bool(rebalance)
+        t = len(self.n_classes)
+        cls = [c >= 2 for c in self.n_classes]
+        radix = np.zeros((t, t), dtype=np.int64)
+        sizes = np.ones(t, dtype=np.int64)
+        for i in range(t):
+            mult = 1
+            for j in range(t):
+                if j != i and cls[j]:
+                    radix[i, j] = mult % max_envs
+                    mult *= self.n_classes[j]
+            sizes[i] = mult if any(cls[j] for j in range(t) if j != i) else 0
+        self._radix = torch.from_numpy(radix)
+        self._is_cls = torch.tensor(cls)
+        self._others = torch.tensor([[j != i and cls[j] for j in range(t)] for i in range(t)])
+        self._target = torch.tensor([cls[i] and sizes[i] >= 2 for i in range(t)])
+        self.n_envs = int(max(2, min(int(sizes.max(initial=0)), max_envs)))
+        self._table: torch.Tensor | None = None
+
+    @property
+    def active(self) -> torch.Tensor:
+        """Bool ``[T]``: tasks that get environments (classification, with another
+        classification task to stratify by)."""
+        return self._target.clone()
+
+    def codes(self, y: torch.Tensor) -> torch.Tensor:
+        """Environment of every (example, task) ``[N, T]`` long; ``-1`` where excluded."""
+        obs = ~torch.isnan(y)
+        y0 = torch.where(obs, y, torch.zeros_like(y)).long()
+        radix = self._radix.to(y.device)
+        code = (y0[:, None, :] * radix[None]).sum(-1) % self.max_envs  # [N, T]
+        others = self._others.to(y.device)
+        complete = (obs[:, None, :] | ~others[None]).all(-1)
+        ok = complete & obs & self._target.to(y.device)[None]
+        return torch.where(ok, code, torch.full_like(code, -1))
+
+    def fit(self, y: torch.Tensor) -> LabelEnvironments:
+        """Estimate the per-environment class frequencies of every task on training labels."""
+        self._table = class_balance_table(self.codes(y), y, self.n_classes, self.n_envs,
+                                          rebalance=self.rebalance)
+        return self
+
+    def n_active_envs(self, y: torch.Tensor) -> torch.Tensor:
+        """Per task, the number of environments holding at least two classes ``[T]``."""
+        if self._table is None:
+            self.fit(y)
+        assert self._table is not None
+        return (self._table.sum(-1) > 0).sum(-1)
+
+    def __call__(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(env [B, T], weight [B, T])`` for a batch of labels ``y[B, T]``."""
+        if self._table is None:
+            raise ValidationError("LabelEnvironments: call fit(train_y) first")
+        return balance_weights(self._table, self.codes(y), y)
+
+
+def class_balance_table(
+    env: torch.Tensor,
+    y: torch.Tensor,
+    n_classes: Sequence[int],
+    n_envs: int,
+    rebalance: bool = True,
+) -> torch.Tensor:
+    r"""Per (task, environment, class) importance weights that balance each task's classes
+    inside every environment, :math:`a = 1 / (C_t\, \hat{p}(y_t = c \mid e))`.
+
+    Environments where a classification task shows fewer than two classes get weight 0 (they
+    cannot be balanced). Regression tasks (``n_classes`` 0) get weight 1 wherever the
+    environment has data. With ``rebalance=False`` every kept cell has weight 1.
+
+    Args:
+        env (LongTensor): ``[N, T]`` environment of every (example, task); ``-1`` = excluded.
+        y (Tensor): labels ``[N, T]`` (NaN = missing, excluded).
+        n_classes (sequence of int): classes per task (0 = regression).
+        n_envs (int): number of environments ``E``.
+        rebalance (bool): compute balancing weights (else 0/1 validity only).
+
+    Returns:
+        Tensor: ``[T, E, C]`` float, ``C = max(2, max n_classes)``.
+    """
+    t = len(n_classes)
+    c = max([2] + [int(k) for k in n_classes])
+    obs = ~torch.isnan(y)
+    lab = torch.where(obs, y, torch.zeros_like(y)).long().clamp(0, c - 1)
+    ok = (env >= 0) & obs
+    idx = (torch.arange(t, device=y.device)[None, :] * n_envs + env.clamp_min(0)) * c + lab
+    counts = torch.zeros(t * n_envs * c, dtype=torch.float64, device=y.device)
+    counts.index_add_(0, idx[ok], torch.ones(int(ok.sum()), dtype=torch.float64,
+                                             device=y.device))
+    counts = counts.reshape(t, n_envs, c)
+    is_cls = torch.tensor([int(k) >= 2 for k in n_classes], device=y.device)[:, None, None]
+    n_cls = torch.tensor([max(int(k), 1) for k in n_classes], dtype=torch.float64,
+                         device=y.device)[:, None, None]
+    freq = counts / counts.sum(-1, keepdim=True).clamp_min(1)
+    present = (counts > 0).sum(-1, keepdim=True)
+    keep = torch.where(is_cls, (counts > 0) & (present >= 2), counts > 0)
+    weight = 1.0 / (n_cls * freq.clamp_min(1e-12)) if rebalance else torch.ones_like(freq)
+    weight = torch.where(is_cls, weight, torch.ones_like(weight))
+    return torch.where(keep, weight, torch.zeros_like(weight)).float()
+
+
+def balance_weights(
+    table: torch.Tensor, env: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Look up :func:`class_balance_table` weights for a batch: ``(env [B, T], weight [B, T])``,
+    with ``env = -1`` wherever the weight is 0 (excluded pairs)."""
+    t = y.shape[1]
+    table = table.to(y.device)
+    if env.dim() == 1:
+        env = env[:, None].expand(-1, t)
+    obs = ~torch.isnan(y)
+    lab = torch.where(obs, y, torch.zeros_like(y)).long().clamp(0, table.shape[-1] - 1)
+    inside = (env >= 0) & (env < table.shape[1]) & obs
+    e = env.clamp(0, table.shape[1] - 1)
+    w = table[torch.arange(t, device=y.device)[None, :], e, lab]
+    w = torch.where(inside, w, torch.zeros_like(w))
+    return torch.where(w > 0, env, torch.full_like(env, -1)), w
+
+
+def warn_single_environment(reason: str) -> None:
+    """Warn (``UserWarning``) that the invariance penalty is disabled, and why."""
+    warnings.warn(
+        f"the invariance penalty is disabled: {reason}. Pass data with an `env` vector holding "
+        "at least two environments, or environments='labels' with at least two classification "
+        "tasks, or set invariance=0 to silence this warning.",
+        UserWarning,
+        stacklevel=3,
+    )
