@@ -43,6 +43,7 @@ from taskgraph.nn.message_passing import TaskMessagePassing
 from taskgraph.structure.acyclicity import AugmentedLagrangian, acyclicity, acyclicity_sparse
 from taskgraph.structure.ice import (
     OutputSEM,
+    categorical,
     ice_loss,
     orient_by_likelihood,
     random_interventions,
@@ -135,9 +136,15 @@ class GCNet(BaseLearner):
         acyclicity (str): ``"expm"``, ``"poly"`` or ``"sparse"`` (default: ``"expm"``; sparse is
             used automatically above ``dense_limit`` tasks).
         rho, rho_max (float): augmented-Lagrangian schedule.
-        inference_mode (str): ``"heads"`` (the causal-view heads' marginals), ``"mean_field"``
-            or ``"gibbs"`` (marginals of the causal EBM).
+        inference_mode (str): how ``predict_proba`` gets ``p(y_k | x)``: ``"heads"`` (the
+            causal-view heads), ``"sem"`` (marginals of the output SEM over the learned DAG, by
+            Rao-Blackwellised ancestral sampling), ``"mean_field"`` or ``"gibbs"`` (marginals of
+            the causal EBM), or ``"auto"`` (default: heads or SEM, whichever has the lower
+            validation loss; chosen at the end of ``fit`` and kept in ``inference_``).
         prior, sem, ebm (bool): switch parts off for ablations.
+        structure_every (int): the structure-level objective (trivial view, SEM, acyclicity,
+            ICE) runs every this many batches, on their concatenation (default: 1; larger values cut
+            the per-step cost but give the SEM fewer optimisation steps).
     """
 
     learns_structure = True
@@ -169,11 +176,12 @@ class GCNet(BaseLearner):
         freeze_tol: float = 1e-2,
         order_threshold: float = 1e-3,
         refine_orientation: bool = True,
-        inference_mode: str = "heads",
+        inference_mode: str = "auto",
         sem_unary: str = "linear",
         prior: bool = True,
         sem: bool = True,
         ebm: bool = True,
+        structure_every: int = 1,
         lr: float = 3e-3,
         **kwargs: Any,
     ) -> None:
@@ -206,12 +214,16 @@ class GCNet(BaseLearner):
         self.prior = prior
         self.sem = sem
         self.ebm = ebm
+        self.structure_every = structure_every
 
     # ------------------------------------------------------------------ building
     def _check_params(self) -> None:
-        if self.inference_mode not in ("heads", "mean_field", "gibbs"):
-            raise ValidationError(f"inference_mode: expected 'heads', 'mean_field' or 'gibbs', "
-                                  f"got {self.inference_mode!r}")
+        modes = ("auto", "heads", "sem", "mean_field", "gibbs")
+        if self.inference_mode not in modes:
+            raise ValidationError(f"inference_mode: expected one of {modes}, got "
+                                  f"{self.inference_mode!r}")
+        if self.inference_mode == "sem" and not self.sem:
+            raise ValidationError("inference_mode: 'sem' needs sem=True")
         if self.acyclicity not in ("expm", "poly", "sparse"):
             raise ValidationError(f"acyclicity: expected 'expm', 'poly' or 'sparse', got "
                                   f"{self.acyclicity!r}")
@@ -221,6 +233,9 @@ class GCNet(BaseLearner):
         if self.ice_kind not in ("binary", "ranking"):
             raise ValidationError(f"ice_kind: expected 'binary' or 'ranking', got "
                                   f"{self.ice_kind!r}")
+        if not isinstance(self.structure_every, int) or self.structure_every < 1:
+            raise ValidationError(f"structure_every: expected a positive integer, got "
+                                  f"{self.structure_every!r}")
         if not 0 < self.p_intervene <= 1:
             raise ValidationError(f"p_intervene: expected a probability in (0, 1], got "
                                   f"{self.p_intervene!r}")
@@ -263,6 +278,8 @@ class GCNet(BaseLearner):
         net = _GCNetNet(enc, self.tasks_set_, self.layout_, feat_edges, sem_edges,
                         int(self.node_dim), bool(self.prior), bool(self.sem), bool(self.ebm),
                         init, int(self.seed), sem_in=sem_in)
+        self._buffer: builtins.list[Any] = []
+        self._slog: dict[str, float] = {}
         self._al = AugmentedLagrangian(rho=self.rho, rho_max=self.rho_max,
                                        rho_mult=self.rho_mult)
         self._gen = torch.Generator().manual_seed(int(self.seed) + 17)
@@ -317,33 +334,79 @@ class GCNet(BaseLearner):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         net = self.model_
-        if net.training or self.inference_mode == "heads" or not self.ebm:
+        mode = getattr(self, "inference_",
+                       "heads" if self.inference_mode == "auto" else self.inference_mode)
+        if net.training or mode == "heads" or (mode != "sem" and not self.ebm):
             return net(x)
         h, _, _, s1 = net.states(x)
         out = net.heads(s1)
-        phi, psi = self._ebm_potentials(h, s1)
-        if self.inference_mode == "mean_field":
-            marg = self._ebm.mean_field(phi, psi)
-        else:
-            marg = self._ebm.gibbs(phi, psi, n_sweeps=50, burn_in=10, generator=self._gen)
-        lp = marg.clamp_min(1e-12).log()
         lay = self.layout_
-        cls_out = torch.where(lay.is_binary[:, None], (lp[..., 1] - lp[..., 0])[..., None]
-                              .expand_as(lp), lp)[..., : out.shape[-1]]
-        return torch.where(lay.is_reg[:, None], out, cls_out)
+        if mode == "sem":
+            gen = torch.Generator(device=x.device).manual_seed(int(self.seed))
+            marg = net.sem.marginals(self._sem_unary(x, h), self._generations, generator=gen)
+        else:
+            phi, psi = self._ebm_potentials(h, s1)
+            if mode == "mean_field":
+                marg = self._ebm.mean_field(phi, psi)
+            else:
+                gen = torch.Generator(device=x.device).manual_seed(int(self.seed))
+                marg = self._ebm.gibbs(phi, psi, n_sweeps=50, burn_in=10, generator=gen)
+        lp = marg.clamp_min(1e-12).log()
+        binary = (lp[..., 1] - lp[..., 0])[..., None].expand_as(lp)
+        cls_out = torch.where(lay.is_binary[:, None], binary, lp)[..., : out.shape[-1]]
+        reg_out = marg[..., : out.shape[-1]] if mode == "sem" else out
+        return torch.where(lay.is_reg[:, None], reg_out, cls_out)
+
+    def _choose_inference(self, val: MultiTaskData | None) -> str:
+        """``inference_mode="auto"``: the mode with the lowest validation task loss among the
+        heads and, when present, the SEM marginals (``"heads"`` without validation data)."""
+        if self.inference_mode != "auto":
+            return self.inference_mode
+        if val is None or not self.sem or not self.model_.sem.frozen:
+            return "heads"
+        from taskgraph.train import Trainer
+
+        losses = {}
+        for mode in ("heads", "sem"):
+            self.inference_ = mode
+            losses[mode] = Trainer.val_loss(self, val)
+        return min(losses, key=losses.get)
 
     def _loss(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """Predictive objective on every batch; the structure-level objective (trivial view,
+        SEM, acyclicity, ICE) every ``structure_every``-th batch, on the concatenation of the
+        last ``structure_every`` batches: each epoch still sees every row once, at a fraction of
+        the per-step overhead (these terms are many small operations)."""
         net, lay = self.model_, self.layout_
-        y = batch.y
         h, s0, w, s1 = net.states(batch.x)
         out = net.heads(s1)
-        task = lay.task_losses(out, y).sum()
-        loss = task
-        logs = {"task_loss": float(task.detach())}
+        task = lay.task_losses(out, batch.y).sum()
+        loss = task + (self.lambda_prior_l1 * w.mean() if self.prior else 0.0)
+        if not (self.prior or self.sem or self.ebm):
+            return loss, {"task_loss": float(task.detach())}
+        self._buffer.append(batch)
+        if len(self._buffer) < int(self.structure_every):
+            return loss, {"task_loss": float(task.detach())}
+        big = self._buffer[0] if len(self._buffer) == 1 else type(batch)(*[
+            None if parts[0] is None else torch.cat(parts)
+            for parts in zip(*self._buffer)])
+        self._buffer = []
+        if big is not batch:
+            h, s0, w, s1 = net.states(big.x)
+            out = net.heads(s1)
+        return loss + self._structure_loss(big, epoch, h, s0, w, s1, out), {
+            "task_loss": float(task.detach())}
+
+    def _structure_loss(self, batch: Any, epoch: int, h: torch.Tensor, s0: torch.Tensor,
+                        w: torch.Tensor, s1: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        net, lay = self.model_, self.layout_
+        y = batch.y
+        loss = out.new_zeros(())
+        logs: dict[str, float] = {}
         if self.prior:
             triv = net.heads(net.mp.messages(s0, net.edge_index, 1.0 - w))
             l_triv = uninformative_loss(lay, triv)
-            loss = loss + self.lambda_trivial * l_triv + self.lambda_prior_l1 * w.mean()
+            loss = loss + self.lambda_trivial * l_triv
             logs["trivial"] = float(l_triv.detach())
         if self.sem:
             u = self._sem_unary(batch.x, h)
@@ -362,7 +425,10 @@ class GCNet(BaseLearner):
             l_ice = self._ice(batch, h, s1, out)
             loss = loss + self.lambda_ice * l_ice
             logs["ice"] = float(l_ice.detach())
-        return loss, logs
+        for k, v in logs.items():
+            self._slog[k] = self._slog.get(k, 0.0) + v
+        self._slog["_n"] = self._slog.get("_n", 0.0) + 1
+        return loss
 
     def _ice(self, batch: Any, h: torch.Tensor, s1: torch.Tensor, out: torch.Tensor
              ) -> torch.Tensor:
@@ -413,8 +479,7 @@ class GCNet(BaseLearner):
                 else:  # SGNN-EBM: factorised noise from the heads' marginals
                     probs = torch.where(lay.is_reg[:, None], torch.zeros_like(lp), lp.exp())
                     probs[..., 0] = torch.where(lay.is_reg, 1.0, probs[..., 0])
-                    draw = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1,
-                                             generator=self._gen).reshape(b, t).float()
+                    draw = categorical(probs, self._gen).float()
                     y_neg = torch.where(lay.is_reg, torch.nan_to_num(y), draw)
 
                     def lq(labels: torch.Tensor) -> torch.Tensor:
@@ -461,8 +526,14 @@ class GCNet(BaseLearner):
         return task + self.lambda_sem * float(nll)
 
     def _on_epoch_end(self, epoch: int, train: MultiTaskData) -> dict[str, float]:
+        # batches left over at the end of an epoch (fewer than structure_every) are not used by
+        # the structure objective: epochs stay independent, so resuming needs no buffer
+        self._buffer = []
+        n = self._slog.pop("_n", 0.0)
+        row = {k: v / n for k, v in self._slog.items()} if n else {}
+        self._slog = {}
         if not self.sem:
-            return {}
+            return row
         sem = self.model_.sem
         with torch.no_grad():
             hval = float(self._h())
@@ -477,7 +548,7 @@ class GCNet(BaseLearner):
                     for p in [*sem.parameters(), *self.model_.sem_heads.parameters()]:
                         opt.state.pop(p, None)
         self._refresh_order()
-        return {"h_end": hval, "rho": self._al.rho, "alpha": self._al.alpha,
+        return {**row, "h_end": hval, "rho": self._al.rho, "alpha": self._al.alpha,
                 "frozen": float(sem.frozen),
                 "n_edges": float((sem.effective_weight().abs() > self.threshold).sum())}
 
@@ -510,17 +581,32 @@ class GCNet(BaseLearner):
                 for gen in nx.topological_generations(g)]
 
     def _refresh_order(self) -> None:
-        gens, mask = self.model_.sem.dag_order(self.threshold)
+        # once frozen, every non-zero weight points forward in the frozen order: order them all
+        # (sampling must respect small edges too); before, the graph of edges above threshold
+        sem = self.model_.sem
+        gens, mask = sem.dag_order(0.0 if sem.frozen else self.threshold)
         self._generations, self._edge_mask = gens, mask.float()
 
+    def fit(self, train: MultiTaskData, val: MultiTaskData | None = None,
+            epochs: int | None = None, **kwargs: Any) -> GCNet:
+        self.__dict__.pop("inference_", None)
+        super().fit(train, val=val, epochs=epochs, **kwargs)
+        self.inference_ = self._choose_inference(val)
+        return self
+
     def _train_state(self) -> dict[str, Any]:
-        return {"al": self._al.state_dict(), "gen": self._gen.get_state()}
+        state = {"al": self._al.state_dict(), "gen": self._gen.get_state()}
+        if hasattr(self, "inference_"):
+            state["inference"] = self.inference_
+        return state
 
     def _load_train_state(self, state: dict[str, Any]) -> None:
         if not state:
             return
         self._al.load_state_dict(state["al"])
         self._gen.set_state(state["gen"])
+        if "inference" in state:
+            self.inference_ = state["inference"]
         self._make_ebm(self.model_)      # edge sets come from the loaded state
         if self.sem:
             self._refresh_order()

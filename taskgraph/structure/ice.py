@@ -50,7 +50,7 @@ from torch import nn
 from taskgraph.exceptions import ValidationError
 from taskgraph.nn.heads import OutputLayout
 
-__all__ = ["ice_loss", "OutputSEM", "random_interventions", "conditional_nll",
+__all__ = ["ice_loss", "OutputSEM", "random_interventions", "categorical", "conditional_nll",
            "orient_by_likelihood"]
 
 
@@ -91,6 +91,16 @@ def ice_loss(
     raise ValidationError(f"kind: expected 'binary' or 'ranking', got {kind!r}")
 
 
+def categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One draw per row of (unnormalised, non-negative) ``probs[..., C]`` by inverse CDF: one
+    uniform per row and a comparison with the cumulative sums (``torch.multinomial`` costs a
+    Python-level loop per row on CPU). Returns long ``[...]``."""
+    cdf = probs.cumsum(-1)
+    u = torch.rand(cdf.shape[:-1] + (1,), generator=generator, device=probs.device,
+                   dtype=probs.dtype) * cdf[..., -1:]
+    return (cdf <= u).sum(-1).clamp_max(probs.shape[-1] - 1)
+
+
 def random_interventions(
     n_rows: int,
     n_tasks: int,
@@ -119,10 +129,10 @@ def random_interventions(
     ok = ok.to(device)
     u = torch.rand(n_rows, n_tasks, generator=generator, device=device)
     targets = (u < p) & ok
-    # at least one target per row: one uniformly random eligible task
-    w = ok.float().expand(n_rows, n_tasks)
+    # at least one target per row: one uniformly random eligible task (argmax of uniforms)
     if bool(ok.any()):
-        pick = torch.multinomial(w, 1, generator=generator).squeeze(1)
+        v = torch.rand(n_rows, n_tasks, generator=generator, device=device)
+        pick = torch.where(ok, v, torch.full_like(v, -1.0)).argmax(dim=1)
         targets[torch.arange(n_rows, device=device), pick] = True
     r = torch.rand(n_rows, n_tasks, generator=generator, device=device)
     values = (r * n_states.clamp_min(1).to(device)).floor().long()
@@ -309,18 +319,48 @@ class OutputSEM(nn.Module):
             m = self.parent_signal(s, edge_mask)
             logit = u[:, gen] + m[:, gen, None] * self.child_vectors()[gen]
             lp = lay.log_proba_subset(logit, gen)                   # [B, g, C]
-            draw = torch.multinomial(lp.exp().reshape(-1, lp.shape[-1]).clamp_min(0), 1,
-                                     generator=generator).reshape(lp.shape[:2]).float()
             cls = ~lay.is_reg[gen]
+            p = torch.where(cls[:, None], torch.nan_to_num(lp.exp()), torch.ones_like(lp))
+            draw = categorical(p, generator).float()
             cur = y[:, gen]
             new = torch.where(cls & ~targets[:, gen], draw, cur)
             y[:, gen] = new
         return y
 
+    @torch.no_grad()
+    def marginals(self, u: torch.Tensor, generations: list[torch.Tensor], n_samples: int = 64,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+        """Per-task marginals ``p(y_j | x)`` ``[B, T, C]`` of the SEM (its graph must be a DAG,
+        given by ``generations``), by Rao-Blackwellised ancestral sampling: parents are sampled in
+        topological order and each task's conditional distribution is averaged over
+        ``n_samples`` parent draws. Regression tasks get their conditional mean in column 0."""
+        lay = self.layout
+        b, t = u.shape[0], self.n_tasks
+        s_ = n_samples
+        uu = u.repeat_interleave(s_, dim=0)                           # [B*S, T, C_out]
+        y = torch.zeros(b * s_, t, device=u.device)
+        prob = torch.zeros(b * s_, t, lay.n_classes, device=u.device)
+        st = self.class_states()
+        for gen in generations:
+            gen = gen.to(u.device)
+            s = torch.where(lay.is_reg, y, st.expand(y.shape[0], -1, -1).gather(
+                -1, y.long().clamp(0, st.shape[1] - 1)[..., None])[..., 0])
+            m = self.parent_signal(s)
+            logit = uu[:, gen] + m[:, gen, None] * self.child_vectors()[gen]
+            lp = lay.log_proba_subset(logit, gen)
+            p = torch.nan_to_num(lp.exp())
+            reg = lay.is_reg[gen]
+            p[..., 0] = torch.where(reg, logit[..., 0], p[..., 0])
+            prob[:, gen] = p
+            draw = categorical(torch.where(reg[:, None], torch.ones_like(p), p.clamp_min(0)),
+                               generator).float()
+            y[:, gen] = torch.where(reg, logit[..., 0], draw)
+        return prob.reshape(b, s_, t, -1).mean(1)
+
     def noise_log_density(self, u: torch.Tensor, y: torch.Tensor, targets: torch.Tensor,
                           edge_mask: torch.Tensor, mask: torch.Tensor | None = None
                           ) -> torch.Tensor:
-        """:math:`\log q(y)` of complete labels ``y`` under the intervened SEM ``[B]``:
+        r""":math:`\log q(y)` of complete labels ``y`` under the intervened SEM ``[B]``:
         :math:`-\log C_j` for targets, the SEM conditional otherwise; classification tasks
         only, restricted to ``mask`` (observed entries) when given."""
         lay = self.layout
