@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from taskgraph.exceptions import ValidationError
+from taskgraph.nn.aggregate import edge_aggregate
 
 __all__ = ["CausalEBM", "PairwisePotential"]
 
@@ -127,13 +128,10 @@ class PairwisePotential(nn.Module):
         q = self.proj_dst(s).view(b, t, c, r).gather(2, yi[:, :, None, None].expand(b, t, 1, r))
         p = p[:, :, 0] * act[..., None]                          # [B, T, R]
         q = q[:, :, 0] * act[..., None]
-        adj_t = torch.sparse_coo_tensor(edge_index.flip(0), edge_weight.to(s.dtype), (t, t),
-                                        check_invariants=False)
-        # rows of adj_t: incoming edges of each task; bias via one-hot of y (C small)
+        # incoming-edge sums per task; the bias enters through the one-hot of y (C small)
         onehot = F.one_hot(yi, c).to(s.dtype) * act[..., None]   # [B, T, C]
         feats = torch.cat([p / math.sqrt(r), onehot @ self.bias], dim=-1)      # [B, T, R+C]
-        msg = torch.sparse.mm(adj_t, feats.transpose(0, 1).reshape(t, -1))
-        msg = msg.reshape(t, b, -1).transpose(0, 1)              # [B, T, R+C]
+        msg = edge_aggregate(feats, edge_index, edge_weight)     # [B, T, R+C]
         return (msg[..., :r] * q).sum((1, 2)) + (msg[..., r:] * onehot).sum((1, 2))
 
     def __repr__(self) -> str:

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from taskgraph.exceptions import ValidationError
+from taskgraph.nn.aggregate import edge_aggregate
 from taskgraph.nn.heads import OutputLayout
 
 __all__ = ["ice_loss", "OutputSEM", "random_interventions", "categorical", "conditional_nll",
@@ -259,10 +260,7 @@ class OutputSEM(nn.Module):
         r"""``m[B, T]`` with :math:`m_j = \sum_{i \to j} A_{ij} s_i` (one sparse product over the
         candidate edges)."""
         w = self.effective_weight() if edge_mask is None else self.effective_weight() * edge_mask
-        t = self.n_tasks
-        adj_t = torch.sparse_coo_tensor(self.edge_index.flip(0), w.to(s.dtype), (t, t),
-                                        check_invariants=False)
-        return torch.sparse.mm(adj_t, s.T).T
+        return edge_aggregate(s[..., None], self.edge_index, w)[..., 0]
 
     def logits(self, u: torch.Tensor, y: torch.Tensor, proba: torch.Tensor | None = None,
                edge_mask: torch.Tensor | None = None) -> torch.Tensor:
