@@ -8,7 +8,7 @@ Quick tour::
     learner.evaluate(bench.test_ood)
 """
 
-from taskgraph import datasets, learners, metrics
+from taskgraph import datasets, inference, learners, metrics
 from taskgraph.data import Batch, MultiTaskData
 from taskgraph.exceptions import (
     CheckpointError,
@@ -35,6 +35,7 @@ __all__ = [
     "TaskGraph",
     "Trainer",
     "datasets",
+    "inference",
     "learners",
     "metrics",
     "TaskGraphError",

@@ -23,8 +23,9 @@ with smoothed co-occurrence frequencies :math:`\hat p` (:math:`\hat p_{jk}(\cdot
 marginals of the pairwise table, so :math:`\theta_{jk}` is the pointwise mutual information and
 vanishes for independent pairs). On a tree this is the Chow–Liu form of the joint. :class:`GMTL`
 then decodes by exact enumeration (chunked over examples), exact max-product on trees and
-forests, or damped loopy max-product with a convergence guard (approximate) when the graph has
-cycles. See ``docs/gmtl.md`` for the decisions behind the defaults.
+forests, exact max-product variable elimination on graphs with cycles whose elimination factors
+fit ``max_combinations``, and damped loopy max-product with a convergence guard (approximate)
+beyond that. See ``docs/gmtl.md`` for the decisions behind the defaults.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import numpy as np
@@ -85,12 +87,14 @@ def _prod(sizes: Sequence[int]) -> int:
     return out
 
 
-def _too_many(n_comb: int, limit: int, what: str) -> ValidationError:
+def _too_many(n_comb: int, limit: int, what: str, hint: str | None = None) -> ValidationError:
+    hint = hint or (
+        "factorise the prior over a task graph with JointPrior.fit(data, kind='graph', "
+        "graph=...) (max-product decoding, no enumeration)"
+    )
     return ValidationError(
         f"max_combinations: {what} has {n_comb:,} label combinations (the product of the class "
-        f"counts), over max_combinations={limit:,}; factorise the prior over a task graph with "
-        "JointPrior.fit(data, kind='graph', graph=...) (max-product decoding, no enumeration), "
-        "or raise max_combinations"
+        f"counts), over max_combinations={limit:,}; {hint}, or raise max_combinations"
     )
 
 
@@ -126,6 +130,23 @@ def _components(n: int, edges: Sequence[tuple[int, int]]) -> list[list[int]]:
     for i in range(n):
         groups.setdefault(find(i), []).append(i)
     return [sorted(g) for g in groups.values()]
+
+
+@contextmanager
+def _single_threaded() -> Iterator[None]:
+    """Run torch ops in this block on one intra-op thread, restoring the setting afterwards.
+
+    Message passing is a long sequence of small tensor ops; a thread pool synchronises on each
+    of them, which costs more than it saves on small machines and stalls badly when cores are
+    oversubscribed (scikit-learn limits thread pools in its hot loops for the same reason)."""
+    before = torch.get_num_threads()
+    if before > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if before > 1:
+            torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------- the prior
@@ -239,7 +260,7 @@ class JointPrior:
         limit = _check_pos_int("max_combinations", max_combinations)
         index = _select_tasks(data.tasks, tasks)
         sizes = [int(data.tasks[i].n_classes) for i in index]
-        y = data.y[:, index].double()
+        y = data.y[:, index].double().cpu()  # priors are small tables: kept on the CPU
         obs = ~torch.isnan(y)
         yl = torch.where(obs, y, torch.zeros_like(y)).long()
 
@@ -471,7 +492,12 @@ class JointPrior:
             return self._log_table.clone()
         limit = _check_pos_int("max_combinations", max_combinations)
         if self.n_combinations > limit:
-            raise _too_many(self.n_combinations, limit, "the dense prior table")
+            raise _too_many(
+                self.n_combinations, limit, "the dense prior table",
+                "decoding never needs it, but a dense table (e.g. for the importance-sampling "
+                "evaluator) does: restrict the prior to fewer tasks with JointPrior.fit(..., "
+                "tasks=[...])",
+            )
         table = _factor_table(list(range(len(self._index))), self._unary, self._edges,
                               self._pairwise, self.n_classes)
         if normalize and self.kind == "graph":
@@ -843,18 +869,21 @@ def _loopy_max_product(
 
     msgs = torch.zeros(2 * e, width, n, dtype=dtype, device=device)
     step = chunk_size or max(16, _CACHE_ELEMENTS // max(1, 2 * e * width))
-    active = torch.arange(n, device=device)
-    sweeps = 0
+    # the examples still iterating, compacted: ids, potentials and messages
+    ids = torch.arange(n, device=device)
+    ph_act, msg_act = phi_all, msgs.clone()
+    sweeps, moved = 0, torch.ones(n, dtype=torch.bool, device=device)
     for it in range(1, max_iter + 1):
-        still = []
-        for start in range(0, active.numel(), step):
-            idx = active[start:start + step]
-            old = msgs.index_select(2, idx)
+        sweeps = it
+        parts = []
+        for start in range(0, ids.numel(), step):
+            old = msg_act[:, :, start:start + step]
+            belief = ph_act[:, :, start:start + step].clone()
             # sum of incoming messages; index_put_ rather than index_add_, whose CPU kernel
             # stalls badly when the machine's cores are oversubscribed
-            belief = phi_all.index_select(2, idx).index_put_((dst,), old, accumulate=True)
-            cavity = belief[src].sub_(old[rev])  # [2E, C_src, n]
-            new = cavity[:, 0, None, :] + psi_src[0]  # max over the source label:
+            belief.index_put_((dst,), old, accumulate=True)
+            cavity = belief.index_select(0, src).sub_(old.index_select(0, rev))
+            new = cavity[:, 0, None, :] + psi_src[0]  # max over the source label
             for c in range(1, width):
                 new = torch.maximum(new, cavity[:, c, None, :] + psi_src[c])
             if has_pad:
@@ -864,14 +893,25 @@ def _loopy_max_product(
                 new.masked_fill_(pad, 0.0)
             if damping:
                 new.lerp_(old, damping)
-            still.append((new - old).abs_().amax(dim=(0, 1)) > tol)
-            msgs.index_copy_(2, idx, new)
-        sweeps = it
-        active = active[torch.cat(still)]
-        if active.numel() == 0:
+            parts.append((new - old).abs_().amax(dim=(0, 1)) > tol)
+            old.copy_(new)
+        moved = torch.cat(parts)
+        n_moving = int(moved.sum())
+        if n_moving == 0:
             break
-    labels = phi_all.index_put_((dst,), msgs, accumulate=True).argmax(dim=1)  # [m, N]
-    return {v: labels[pos[v]] for v in nodes}, 1.0 - active.numel() / max(1, n), sweeps
+        if n_moving <= 0.75 * ids.numel():  # retire the converged examples
+            done = torch.nonzero(~moved).flatten()
+            msgs.index_copy_(2, ids.index_select(0, done), msg_act.index_select(2, done))
+            keep = torch.nonzero(moved).flatten()
+            ids = ids.index_select(0, keep)
+            ph_act = ph_act.index_select(2, keep)
+            msg_act = msg_act.index_select(2, keep)
+            moved = torch.ones(ids.numel(), dtype=torch.bool, device=device)
+    msgs.index_copy_(2, ids, msg_act)
+    n_failed = int(moved.sum()) if sweeps == max_iter else 0
+    phi_all.index_put_((dst,), msgs, accumulate=True)
+    labels = phi_all.argmax(dim=1)  # [m, N]
+    return {v: labels[pos[v]] for v in nodes}, 1.0 - n_failed / max(1, n), sweeps
 
 
 def _icm(
@@ -891,7 +931,7 @@ def _icm(
         for v in sorted(phi):
             score = phi[v].clone()
             for u, p_vu in nbrs.get(v, []):
-                score = score + p_vu[:, labels[u]].T  # [N, C_v]
+                score = score + p_vu.T.index_select(0, labels[u])  # [N, C_v]
             current = score.gather(1, labels[v][:, None])[:, 0]
             best_val, best = score.max(dim=1)
             better = best_val > current
@@ -923,15 +963,17 @@ class GMTL:
     - ``"full"``: exact enumeration of the :math:`M = \prod_k C_k` combinations, chunked over
       examples (``[n, M]`` scores at a time); refused above ``max_combinations``.
     - ``"graph"``: per connected component of the task graph: exact max-product on trees
-      (forests), exact enumeration on a component with cycles when its :math:`\prod C_k \le`
-      ``max_combinations``, otherwise damped loopy max-product followed by iterated conditional
-      modes (**approximate**; a :class:`ConvergenceWarning` is issued when messages have not
-      converged within ``max_iter``).
+      (forests); on a component with cycles, exact max-product variable elimination (greedy
+      min-fill order) when no intermediate factor exceeds ``max_combinations`` cells, otherwise
+      damped loopy max-product followed by iterated conditional modes (**approximate**; a
+      :class:`ConvergenceWarning` is issued when some examples' messages have not converged
+      within ``max_iter`` sweeps).
 
-    ``method="exact"`` enumerates every prior component (refusing above ``max_combinations``);
-    ``method="max_product"`` uses message passing on every ``"graph"`` component (loopy where
-    there are cycles), even small ones. After :meth:`decode`, :attr:`info_` says which methods
-    ran and whether the result is exact.
+    ``method="exact"`` never approximates: it raises where ``"auto"`` would fall back to loopy
+    max-product, and decodes an ``"independent"`` prior by enumerating its joint table (a
+    reference for the closed form). ``method="max_product"`` uses message passing on every
+    ``"graph"`` component (loopy where there are cycles). After :meth:`decode`, :attr:`info_`
+    says which decoder ran on which tasks and whether the result is exact.
 
     Args:
         prior (JointPrior): the training joint label prior.
@@ -939,8 +981,9 @@ class GMTL:
         calibration (TemperatureScaler, optional): fitted per-task temperatures applied to the
             log-probabilities before decoding.
         method (str): ``"auto"``, ``"exact"`` or ``"max_product"``. (default: ``"auto"``)
-        max_combinations (int): limit on :math:`\prod C_k` for enumeration.
-            (default: ``2**16``)
+        max_combinations (int): the most label combinations an exact decoder may tabulate per
+            example: :math:`\prod C_k` of an enumerated table, or the largest intermediate
+            factor of variable elimination. (default: ``2**16``)
         chunk_size (int, optional): examples per chunk (default: sized to hold about
             :math:`2^{22}` scores).
         max_iter (int): loopy max-product sweeps. (default: ``100``)
@@ -1084,6 +1127,22 @@ class GMTL:
             self.info_ = info
             return labels
 
+        with _single_threaded():
+            self._decode_graph(u, phi, edges, pair, labels, info)
+        self.info_ = info
+        return labels
+
+    def _decode_graph(
+        self,
+        u: list[torch.Tensor],
+        phi: dict[int, torch.Tensor],
+        edges: list[tuple[int, int]],
+        pair: list[torch.Tensor],
+        labels: torch.Tensor,
+        info: dict[str, Any],
+    ) -> None:
+        """Decode the coupled tasks of a factorised prior into ``labels`` (in place)."""
+        coupled, names, sizes = self.prior._index, self.prior.coupled, self.prior.n_classes
         tree_nodes: list[int] = []
         loopy_nodes: list[int] = []
         for comp in _components(len(u), edges):
@@ -1144,10 +1203,8 @@ class GMTL:
                     "or damping, or use a tree (kind='graph' with graph=None fits the Chow-Liu "
                     "tree).",
                     ConvergenceWarning,
-                    stacklevel=2,
+                    stacklevel=3,
                 )
-        self.info_ = info
-        return labels
 
     def score(self, log_probs: Any, labels: Any) -> torch.Tensor:
         r"""The decoding objective of given labels,

@@ -386,6 +386,11 @@ def importance_sampling_evaluation(
     Returns:
         ShiftResult
     """
+    if not isinstance(prior, JointPrior):
+        raise ValidationError(
+            f"prior: expected a JointPrior (use JointPrior.from_table for a known table), got "
+            f"{type(prior).__name__}"
+        )
     y = _prior_labels(y_true, prior)
     col = _task_column(prior, task)
     if not prior.tasks[col].is_classification:
