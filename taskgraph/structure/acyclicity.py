@@ -89,7 +89,8 @@ def acyclicity_sparse(
         # (W^T v)[dst] += w * v[src]  — propagate along edges, O(E * P)
         nxt = torch.zeros_like(v).index_add(0, dst, w[:, None] * v[src])
         v = nxt
-        total = total + (z * v).sum() / (n_probes * math.factorial(k))
+        # the coefficient as a Python float: n_probes * k! overflows int64 for k >= 21
+        total = total + (z * v).sum() * (1.0 / n_probes / math.factorial(k))
     return total
 
 

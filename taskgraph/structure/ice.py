@@ -194,10 +194,13 @@ class OutputSEM(nn.Module):
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args) -> None:
         # the candidate edge set (and so the weight vector's length) comes from the file
-        if prefix + "edge_index" in state_dict:
+        # (only when its size differs: replacing the Parameter otherwise would orphan it from an
+        # optimizer built before loading, as when a training run resumes)
+        incoming = state_dict.get(prefix + "weight")
+        if incoming is not None and incoming.shape != self.weight.shape:
             self.edge_index = state_dict[prefix + "edge_index"].clone()
-            self.weight = nn.Parameter(torch.empty_like(state_dict[prefix + "weight"]))
-            self.support = torch.ones_like(state_dict[prefix + "weight"])
+            self.weight = nn.Parameter(torch.empty_like(incoming))
+            self.support = torch.ones_like(incoming)
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     # ------------------------------------------------------------------ pieces
