@@ -32,6 +32,7 @@ __all__ = [
     "decorrelation",
     "ModuleDecorrelation",
     "env_risks",
+    "env_assignment",
     "irmv1_penalty",
     "gradient_variance_penalty",
     "vrex_penalty",
@@ -64,12 +65,19 @@ def _standardise(z: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def _corr_decorrelation(z: torch.Tensor, eps: float) -> torch.Tensor:
+    # correlation from batch moments: one D × D product over the batch, then only D × D work
+    # (few ops on [B, D] tensors, which is what dominates small models). Centring on a detached
+    # mean keeps E[zzᵀ] − μμᵀ free of cancellation while its value and gradient stay exact.
     b, k, m = z.shape
-    zs = _standardise(z.reshape(b, k * m), eps)
-    corr = zs.T @ zs / b  # [Km, Km]
-    blk = torch.arange(k, device=z.device).repeat_interleave(m)
-    cross = blk[:, None] != blk[None, :]
-    return corr.pow(2)[cross].mean()
+    x = z.reshape(b, k * m)
+    xc = x - x.detach().mean(dim=0, keepdim=True)
+    mu = xc.mean(dim=0)
+    cov = xc.T @ xc / b - mu[:, None] * mu[None, :]
+    inv = torch.rsqrt(cov.diagonal().clamp_min(0.0) + eps)
+    corr2 = (cov * inv[:, None] * inv[None, :]).pow(2)
+    # Σ_{i≠j} ||C_ij||² = ||C||² − Σ_i ||C_ii||²
+    within = corr2.reshape(k, m, k, m).diagonal(dim1=0, dim2=2).sum()
+    return ((corr2.sum() - within) / (k * (k - 1) * m * m)).clamp_min(0.0)
 
 
 def _hsic_decorrelation(z: torch.Tensor, eps: float) -> torch.Tensor:
@@ -89,7 +97,17 @@ def _hsic_decorrelation(z: torch.Tensor, eps: float) -> torch.Tensor:
     return cka[cross].mean()
 
 
-def decorrelation(z: torch.Tensor, kind: str = "corr", eps: float = 1e-5) -> torch.Tensor:
+def _sample_units(z: torch.Tensor, max_units: int | None) -> torch.Tensor:
+    """A uniformly random subset of ``max_units`` features of every module (global torch RNG)."""
+    b, k, m = z.shape
+    if max_units is None or m <= max_units:
+        return z
+    idx = torch.rand(k, m, device=z.device).argsort(dim=1)[:, :max_units]
+    return z.gather(2, idx[None].expand(b, -1, -1))
+
+
+def decorrelation(z: torch.Tensor, kind: str = "corr", eps: float = 1e-5,
+                  max_units: int | None = None) -> torch.Tensor:
     r"""Dependence between the ``K`` module blocks of ``z[B, K, m]``, from batch statistics.
 
     ``kind="corr"`` (default): the mean squared cross-block correlation of the batch-standardised
@@ -110,10 +128,16 @@ def decorrelation(z: torch.Tensor, kind: str = "corr", eps: float = 1e-5) -> tor
     :math:`\mathrm{HSIC}_{ij} / \sqrt{\mathrm{HSIC}_{ii}\mathrm{HSIC}_{jj}}`: it also sees
     non-linear dependence, at ``O(K B²)`` cost, so use it with moderate batches.
 
+    With ``max_units`` and ``m > max_units``, every call uses a fresh uniformly random subset of
+    ``max_units`` features per module: an unbiased estimate of the ``"corr"`` value (each
+    cross-block entry is equally likely to be drawn) at ``O(B (K s)²)`` instead of
+    ``O(B (K m)²)`` cost, for wide modules.
+
     Args:
         z (Tensor): module outputs ``[B, K, m]``.
         kind (str): ``"corr"`` or ``"hsic"``. (default: :obj:`"corr"`)
         eps (float): variance floor of the standardisation (constant features give 0).
+        max_units (int, optional): features per module to use (default: all).
 
     Returns:
         Tensor: scalar; ``0`` when ``B < 2`` or ``K < 2``.
@@ -124,6 +148,10 @@ def decorrelation(z: torch.Tensor, kind: str = "corr", eps: float = 1e-5) -> tor
     b, k, _ = z.shape
     if b < 2 or k < 2:
         return z.sum() * 0.0
+    if max_units is not None:
+        if isinstance(max_units, bool) or not isinstance(max_units, int) or max_units < 1:
+            raise ValidationError(f"max_units: expected a positive integer, got {max_units!r}")
+        z = _sample_units(z, max_units)
     if kind == "corr":
         return _corr_decorrelation(z, eps)
     return _hsic_decorrelation(z, eps)
@@ -136,30 +164,62 @@ class ModuleDecorrelation(nn.Module):
         kind (str): ``"corr"`` (batch-standardised cross-block correlation) or ``"hsic"``
             (normalised HSIC). (default: :obj:`"corr"`)
         eps (float): variance floor. (default: :obj:`1e-5`)
+        max_units (int, optional): random features per module per call (default: all).
 
     Shapes:
         - **input:** ``z[B, K, m]``
         - **output:** scalar
     """
 
-    def __init__(self, kind: str = "corr", eps: float = 1e-5) -> None:
+    def __init__(self, kind: str = "corr", eps: float = 1e-5,
+                 max_units: int | None = None) -> None:
         super().__init__()
         if kind not in DECORRELATION_KINDS:
             raise ValidationError(f"kind: expected one of {DECORRELATION_KINDS}, got {kind!r}")
-        self.kind, self.eps = kind, float(eps)
+        self.kind, self.eps, self.max_units = kind, float(eps), max_units
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return decorrelation(z, self.kind, self.eps)
+        return decorrelation(z, self.kind, self.eps, self.max_units)
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}"
 
 
 # ============================================================================ invariance
+def env_assignment(
+    env: torch.Tensor, n_envs: int, weight: torch.Tensor | None = None, n_tasks: int | None = None
+) -> torch.Tensor:
+    """Soft assignment ``A[B, T, E]`` of every (example, task) to its environment:
+    ``A[b, t, e] = weight[b, t] · 1[env[b, t] = e]`` (0 where ``env`` is ``-1``).
+
+    Args:
+        env (LongTensor): ``[B, T]``, or ``[B]`` (the same for every task; then ``n_tasks`` or
+            ``weight`` gives ``T``).
+        n_envs (int): number of environments ``E``.
+        weight (Tensor, optional): importance weights ``[B, T]`` (default 1).
+    """
+    if env.dim() == 1:
+        t = n_tasks if n_tasks is not None else (1 if weight is None else weight.shape[1])
+        env = env[:, None].expand(-1, t)
+    if env.dim() != 2:
+        raise ValidationError(f"env: expected [B] or [B, T], got {tuple(env.shape)}")
+    if bool((env >= n_envs).any()):
+        raise ValidationError(f"env: ids must be < n_envs = {n_envs}, found {int(env.max())}")
+    dtype = weight.dtype if weight is not None else torch.get_default_dtype()
+    onehot = torch.nn.functional.one_hot(env.clamp_min(0), n_envs).to(dtype)
+    keep = (env >= 0).to(dtype)
+    if weight is not None:
+        if weight.shape != env.shape:
+            raise ValidationError(
+                f"weight: expected shape {tuple(env.shape)}, got {tuple(weight.shape)}")
+        keep = keep * weight
+    return onehot * keep[..., None]
+
+
 def env_risks(
     loss: torch.Tensor,
     env: torch.Tensor,
-    n_envs: int,
+    n_envs: int | None = None,
     weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Weighted mean loss of every (environment, task) pair.
@@ -167,10 +227,13 @@ def env_risks(
     .. math::
         R_t^e = \frac{\sum_{n:\, e_{nt} = e} a_{nt}\, \ell_{nt}}{\sum_{n:\, e_{nt} = e} a_{nt}}
 
+    One contraction with the assignment matrix (no loop over environments or tasks).
+
     Args:
         loss (Tensor): per-example losses ``[B, T]`` (finite; 0 where a label is missing).
-        env (LongTensor): environment of every (example, task) ``[B, T]`` (or ``[B]``, the same
-            for every task); ``-1`` excludes the pair (missing label, no environment).
+        env (Tensor): environment of every (example, task) ``[B, T]`` (or ``[B]``, the same for
+            every task), ``-1`` excluding the pair; or an assignment ``[B, T, E]`` from
+            :func:`env_assignment` (then ``n_envs`` and ``weight`` are not used).
         n_envs (int): number of environments ``E`` (ids ``0 .. E-1``).
         weight (Tensor, optional): importance weights ``a[B, T]`` (default 1); 0 excludes.
 
@@ -180,17 +243,17 @@ def env_risks(
     """
     if loss.dim() != 2:
         raise ValidationError(f"loss: expected [B, T], got {tuple(loss.shape)}")
-    b, t = loss.shape
-    if env.dim() == 1:
-        env = env[:, None].expand(b, t)
-    if env.shape != (b, t):
-        raise ValidationError(f"env: expected [B] or [B, T] = [{b}, {t}], got {tuple(env.shape)}")
-    a = torch.ones_like(loss) if weight is None else weight.to(loss.dtype)
-    a = torch.where(env >= 0, a, torch.zeros_like(a))
-    idx = (env.clamp_min(0) * t + torch.arange(t, device=loss.device)).reshape(-1)
-    flat = torch.zeros(n_envs * t, dtype=loss.dtype, device=loss.device)
-    num = flat.index_add(0, idx, (a * loss).reshape(-1)).reshape(n_envs, t)
-    mass = flat.index_add(0, idx, a.reshape(-1)).reshape(n_envs, t)
+    if env.dim() == 3:
+        assign = env.to(loss.dtype)
+    else:
+        if n_envs is None:
+            raise ValidationError("n_envs: needed when env holds environment ids")
+        assign = env_assignment(env, n_envs, weight, n_tasks=loss.shape[1]).to(loss.dtype)
+    if assign.shape[:2] != loss.shape:
+        raise ValidationError(
+            f"env: expected [B, T, E] with [B, T] = {list(loss.shape)}, got {tuple(assign.shape)}")
+    num = torch.einsum("bte,bt->et", assign, loss)
+    mass = assign.sum(dim=0).T
     return num / mass.clamp_min(1e-12), mass
 
 
@@ -315,6 +378,11 @@ class RouterInvariancePenalty(nn.Module):
         ... out = heads(router(z, gates_per_example(w))) + u[env, task] ...
         p = penalty(loss[B, T], env[B, T], [w, u], weight=a[B, T])     # [T]
 
+    Equivalently (what :class:`~taskgraph.learners.MTCRL` does, with one-hot contractions
+    instead of gathers, which are cheaper to differentiate twice), use zero offsets
+    ``δ = shift(E, T, K)`` and gates ``g ⊙ (1 + A δ)`` with ``A = env_assignment(env, E)``:
+    the gradient w.r.t. ``δ`` equals the gradient w.r.t. ``w`` at ``w = 1``.
+
     Args:
         kind (str): ``"irmv1"``, ``"grad_var"`` or ``"vrex"``. (default: :obj:`"irmv1"`)
         min_mass (float): an (environment, task) pair counts only with at least this much
@@ -353,11 +421,15 @@ class RouterInvariancePenalty(nn.Module):
         n_envs: int | None = None,
     ) -> torch.Tensor:
         """Per-task penalty ``[T]`` from per-example losses ``[B, T]`` and environments
-        ``[B, T]`` or ``[B]`` (``-1`` = excluded); ``dummy``: tensor(s) ``[E, T, ...]`` (``None``
-        for ``"vrex"``); ``n_envs`` defaults to the dummies' ``E`` (or ``max(env) + 1``)."""
+        ``[B, T]`` or ``[B]`` (``-1`` = excluded) or an assignment ``[B, T, E]``
+        (:func:`env_assignment`, weights included); ``dummy``: tensor(s) ``[E, T, ...]``
+        (``None`` for ``"vrex"``); ``n_envs`` defaults to the dummies' ``E`` (or
+        ``max(env) + 1``)."""
         if self.needs_dummy and dummy is None:
             raise ValidationError(f"dummy: the {self.kind!r} penalty needs the dummy multiplier")
-        if n_envs is None:
+        if env.dim() == 3:
+            n_envs = env.shape[-1]
+        elif n_envs is None:
             n_envs = (int(_as_list(dummy)[0].shape[0]) if dummy is not None
                       else int(env.max().clamp_min(0)) + 1)
         risks, mass = env_risks(loss, env, n_envs, weight)
@@ -367,6 +439,19 @@ class RouterInvariancePenalty(nn.Module):
         if self.kind == "grad_var":
             return gradient_variance_penalty(risks, dummy, valid)
         return vrex_penalty(risks, valid)
+
+    def from_gradients(self, grads: torch.Tensor, valid: torch.Tensor | None = None
+                       ) -> torch.Tensor:
+        """The ``"irmv1"`` or ``"grad_var"`` penalty ``[T]`` from the dummy gradients
+        ``∂R_t^e/∂w_{e,t}`` computed elsewhere (e.g. in closed form), ``grads[E, T, D]``."""
+        if self.kind == "vrex":
+            raise ValidationError("kind: the 'vrex' penalty is computed from risks, not gradients")
+        if valid is None:
+            valid = torch.ones(grads.shape[:2], dtype=torch.bool, device=grads.device)
+        if self.kind == "irmv1":
+            sq = grads.pow(2).sum(dim=-1)
+            return torch.where(valid, sq, torch.zeros_like(sq)).sum(dim=0)
+        return _masked_var(grads, valid).sum(dim=-1)
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}"
@@ -413,7 +498,7 @@ class LabelEnvironments:
                 if j != i and cls[j]:
                     radix[i, j] = mult % max_envs
                     mult *= self.n_classes[j]
-            sizes[i] = mult if any(cls[j] for j in range(t) if j != i) else 0
+            sizes[i] = mult if cls[i] and any(cls[j] for j in range(t) if j != i) else 0
         self._radix = torch.from_numpy(radix)
         self._is_cls = torch.tensor(cls)
         self._others = torch.tensor([[j != i and cls[j] for j in range(t)] for i in range(t)])
@@ -485,7 +570,8 @@ def class_balance_table(
     t = len(n_classes)
     c = max([2] + [int(k) for k in n_classes])
     obs = ~torch.isnan(y)
-    lab = torch.where(obs, y, torch.zeros_like(y)).long().clamp(0, c - 1)
+    is_cls_row = torch.tensor([int(k) >= 2 for k in n_classes], device=y.device)[None, :]
+    lab = torch.where(obs & is_cls_row, y, torch.zeros_like(y)).long().clamp(0, c - 1)
     ok = (env >= 0) & obs
     idx = (torch.arange(t, device=y.device)[None, :] * n_envs + env.clamp_min(0)) * c + lab
     counts = torch.zeros(t * n_envs * c, dtype=torch.float64, device=y.device)
@@ -497,7 +583,8 @@ def class_balance_table(
                          device=y.device)[:, None, None]
     freq = counts / counts.sum(-1, keepdim=True).clamp_min(1)
     present = (counts > 0).sum(-1, keepdim=True)
-    keep = torch.where(is_cls, (counts > 0) & (present >= 2), counts > 0)
+    # regression tasks: one weight for every value column wherever the environment has data
+    keep = torch.where(is_cls, (counts > 0) & (present >= 2), present > 0)
     weight = 1.0 / (n_cls * freq.clamp_min(1e-12)) if rebalance else torch.ones_like(freq)
     weight = torch.where(is_cls, weight, torch.ones_like(weight))
     return torch.where(keep, weight, torch.zeros_like(weight)).float()

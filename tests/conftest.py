@@ -7,7 +7,9 @@ import torch
 
 matplotlib.use("Agg")
 os.environ.setdefault("MPLBACKEND", "Agg")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# one thread: tiny test models are dominated by per-op overhead, and 2 threads on a busy
+# 2-core machine made them ~30x slower (measured while the suite was written)
+torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from taskgraph.regularizers import (
     balance_weights,
     class_balance_table,
     decorrelation,
+    env_assignment,
     warn_single_environment,
 )
 from taskgraph.tasks import Task, TaskSet
@@ -46,7 +47,44 @@ class _MTCRLNet(nn.Module):
         self.register_buffer("edge_weight", edge_weight)
         self.register_buffer("no_edges", torch.zeros(2, 0, dtype=torch.long))
 
+    @property
+    def fused(self) -> bool:
+        """Without message passing, concat read-out and linear heads fold into one contraction
+        (no ``[B, T, K·m]`` state tensor is built)."""
+        return self.mp is None and self.router.readout == "concat"
+
+    def _fused_heads(self, z: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        r"""``heads(router(z, gates))`` for the concat read-out, computed as
+        :math:`o_{btc} = \sum_{k} g_{btk} \sum_m z_{bkm} W_{t,km,c} + b_{tc}`."""
+        h = self.heads
+        t, _, c = h.weight.shape
+        w = h.weight.view(t, z.shape[1], z.shape[2], c)
+        if gates.dim() == 2:
+            out = torch.einsum("bkm,tkmc->btc", z, w * gates[:, :, None, None])
+        else:
+            out = torch.einsum("btk,btkc->btc", gates, torch.einsum("bkm,tkmc->btkc", z, w))
+        return (out + h.bias) * h.col_mask
+
+    def contributions(self, z: torch.Tensor) -> torch.Tensor:
+        r"""Ungated head contribution of every module to every task output, without message
+        passing: :math:`P_{btkc} = \sum_m z_{bkm} W_{t,(k,m),c}` (concat) or
+        :math:`\sum_m z_{bkm} W_{t,m,c}` (sum), so that
+        ``heads(router(z, g)) = Σ_k g[..., k] P[..., k, :] + bias`` (times the column mask).
+        ``[B, T, K, C_max]``."""
+        h = self.heads
+        t, _, c = h.weight.shape
+        if self.router.readout == "concat":
+            w = h.weight.view(t, z.shape[1], z.shape[2], c)
+            return torch.einsum("bkm,tkmc->btkc", z, w)
+        return torch.einsum("bkm,tmc->btkc", z, h.weight)
+
+    def out_from_contributions(self, p: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        """Head outputs ``[B, T, C_max]`` from :meth:`contributions` and gates ``[T, K]``."""
+        return (torch.einsum("tk,btkc->btc", gates, p) + self.heads.bias) * self.heads.col_mask
+
     def head_out(self, z: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        if self.fused:
+            return self._fused_heads(z, gates)
         s = self.router(z, gates)
         if self.mp is not None:
             s = self.mp(s, self.edge_index, self.edge_weight)
@@ -58,10 +96,9 @@ class _MTCRLNet(nn.Module):
         carrying the dummy multipliers) and its neighbours' messages through the ``plain``
         gates, so the dummy of task ``t`` only reaches task ``t``'s risk: exact per-task
         IRMv1 gradients under message passing (``s' = W_self s + Σ w W_msg s_i``)."""
-        s = self.router(z, gates)
         if self.mp is None:
-            return self.heads(s)
-        own = self.mp(s, self.no_edges)
+            return self.head_out(z, gates)
+        own = self.mp(self.router(z, gates), self.no_edges)
         return self.heads(own + self.mp.messages(self.router(z, plain), self.edge_index,
                                                  self.edge_weight))
 
@@ -81,28 +118,38 @@ class MTCRL(BaseLearner):
     heads read the result. Training minimises
 
     .. math::
-        \mathcal{L} = \frac{1}{\lambda}\Bigl[\sum_t \bar\ell_t
+        \mathcal{L} = \frac{1}{\max(1, \lambda)}\Bigl[\sum_t \bar\ell_t
         + \lambda_{\text{dec}}\, \mathcal{L}_{\text{dec}}(\mathbf{z})
         + \lambda_{\text{sp}} \sum_{t,k} g_{tk}
-        + \lambda \sum_t P_t\Bigr], \qquad
-        P_t = \sum_e \bigl\lVert \nabla_{\mathbf{w}} R_t^e(\mathbf{g}_t \odot \mathbf{w})
-        \bigr\rVert^2_{\mathbf{w}=\mathbf{1}}
+        + \lambda \sum_t P_t\Bigr],
 
-    with :math:`\lambda` = ``warmup_invariance`` for the first ``warmup_steps`` optimiser steps
-    and ``invariance`` afterwards (the bracket is divided by :math:`\lambda` whenever
-    :math:`\lambda > 1`, IRM's renormalisation). :math:`R_t^e` is task ``t``'s risk in
-    environment ``e``: the data's ``env`` ids, or strata of the other tasks' labels with task
-    ``t``'s classes re-balanced (``environments``).
+    .. math::
+        P_t = \sum_e \Bigl( \bigl\lVert \nabla_{\mathbf{w}}
+        R_t^e \bigr\rVert^2 + \bigl\lVert \nabla_{\mathbf{u}} R_t^e \bigr\rVert^2 \Bigr)
+        \Big|_{\mathbf{w} = \mathbf{1}, \mathbf{u} = \mathbf{0}}, \qquad
+        R_t^e = \text{risk of } \mathbf{o}_t = h_t(\mathbf{g}_t \odot \mathbf{w};
+        \mathbf{z}) + \mathbf{u} \text{ in environment } e
+
+    (IRMv1 on the gates: a dummy multiplier :math:`\mathbf{w}` of task ``t``'s gate vector,
+    plus a dummy shift :math:`\mathbf{u}` of its intercept, ``invariance_intercept``). The
+    weight :math:`\lambda` is ``warmup_invariance`` for the first ``warmup_steps`` optimiser
+    steps and ``invariance`` afterwards; the bracket is divided by :math:`\lambda` when
+    :math:`\lambda > 1` (``renormalize``, IRM's practice). Environments: the data's ``env``
+    ids, strata of the other tasks' labels with task ``t``'s classes re-balanced inside each
+    stratum, or both crossed (``environments``). A single environment disables the penalty with
+    a ``UserWarning``.
 
     ``task_graph_`` holds the learned routing (module → task edges, ``learned=True``) and the
-    given graph's task → task edges (none without a ``graph``). ``routing_`` is the ``[T, K]``
-    gate matrix. See ``docs/mtcrl.md`` for the choices made where the paper was not available.
+    given graph's task → task edges (none without a ``graph``); ``routing_`` is the ``[T, K]``
+    gate matrix. ``docs/mtcrl.md`` records the variants chosen where the paper was not
+    available, with measurements.
 
     Args:
         n_modules (int): modules ``K`` when the encoder is built here or wrapped from a plain
             backbone (a :class:`encoders.ModularEncoder` passed as ``encoder`` keeps its own).
             (default: :obj:`4`)
-        module_dim (int, optional): module width (default: ``hidden // n_modules``).
+        module_dim (int, optional): module width for ``module_mode="separate"`` (default:
+            ``hidden // n_modules``; ``"split"`` uses ``backbone.out_dim // n_modules``).
         module_mode (str): layout of the modules on a plain backbone: ``"split"`` (blocks of the
             trunk's last layer, no extra cost) or ``"separate"`` (one sub-network per module).
             (default: :obj:`"split"`)
@@ -117,21 +164,30 @@ class MTCRL(BaseLearner):
             (default: :obj:`"l1"`)
         decorrelation (float): :math:`\lambda_{\text{dec}}`. (default: :obj:`1.0`)
         decorrelation_kind (str): ``"corr"`` or ``"hsic"``. (default: :obj:`"corr"`)
-        invariance (float): :math:`\lambda` after the warm-up; 0 disables the penalty.
-            (default: :obj:`1e3`)
+        decorrelation_units (int, optional): features per module drawn at random each step for
+            the decorrelation (an unbiased estimate that keeps its cost small for wide modules;
+            ``None`` uses all). (default: :obj:`16`)
+        invariance (float): :math:`\lambda` after the warm-up; 0 (with
+            ``warmup_invariance=0``) disables the penalty. (default: :obj:`5.0`)
         invariance_kind (str): ``"irmv1"``, ``"grad_var"`` or ``"vrex"``.
             (default: :obj:`"irmv1"`)
-        warmup_steps (int): optimiser steps before the full penalty. (default: :obj:`100`)
+        warmup_steps (int): optimiser steps (not epochs) before the full penalty.
+            (default: :obj:`100`)
         warmup_invariance (float): :math:`\lambda` during the warm-up. (default: :obj:`1.0`)
+        renormalize (bool): divide the loss by :math:`\lambda` when :math:`\lambda > 1`.
+            (default: :obj:`True`)
+        invariance_intercept (bool): add the intercept-shift dummy :math:`\mathbf{u}` to the
+            IRMv1 / gradient-variance penalty. (default: :obj:`True`)
         environments (str): ``"given"`` (the data's ``env``), ``"labels"`` (strata of the
-            other tasks' labels) or ``"auto"`` (given when the training data has at least two
-            environments, else labels). (default: :obj:`"auto"`)
+            other tasks' labels), ``"both"`` (given × label strata) or ``"auto"`` (``"both"``
+            when the data has two or more environments and there are label strata, else
+            whichever exists). (default: :obj:`"auto"`)
         rebalance (bool, optional): re-balance each task's classes inside every environment
-            (default: only for label environments).
-        max_envs (int): cap on label environments per task. (default: :obj:`16`)
+            (default: for label environments, not for given ones).
+        max_envs (int): cap on label strata per task. (default: :obj:`16`)
         penalty_through_encoder (bool): let the penalty's gradient reach the encoder (it then
             reshapes the modules); ``False`` differentiates it through the read-out and heads
-            only (cheaper). (default: :obj:`True`)
+            only. (default: :obj:`True`)
         graph (TaskGraph, optional): a task graph over the same tasks; its edges carry one
             round of message passing between task node states before the heads.
         **kwargs: :class:`~taskgraph.learners.base.BaseLearner` arguments.
@@ -154,7 +210,8 @@ class MTCRL(BaseLearner):
         sparsity_kind: str = "l1",
         decorrelation: float = 1.0,
         decorrelation_kind: str = "corr",
-        invariance: float = 1e3,
+        decorrelation_units: int | None = 16,
+        invariance: float = 5.0,
         invariance_kind: str = "irmv1",
         warmup_steps: int = 100,
         warmup_invariance: float = 1.0,
@@ -179,6 +236,7 @@ class MTCRL(BaseLearner):
         self.sparsity_kind = sparsity_kind
         self.decorrelation = decorrelation
         self.decorrelation_kind = decorrelation_kind
+        self.decorrelation_units = decorrelation_units
         self.invariance = invariance
         self.invariance_kind = invariance_kind
         self.warmup_steps = warmup_steps
@@ -301,6 +359,7 @@ class MTCRL(BaseLearner):
         codes = self._env_codes(envs, train.y, train.env)
         envs["table"] = class_balance_table(codes, train.y, n_classes, envs["n_envs"],
                                             rebalance=rebalance)
+        envs["rows"] = balance_weights(envs["table"], codes, train.y)
         if int((envs["table"].sum(-1) > 0).sum(-1).max()) < 2:
             warn_single_environment(
                 f"no task has data in two environments (environments={mode!r})")
@@ -327,12 +386,27 @@ class MTCRL(BaseLearner):
 
     # ------------------------------------------------------------------ objective
     def _batch_envs(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        assert self._envs is not None
-        codes = self._env_codes(self._envs, batch.y, batch.env)
-        return balance_weights(self._envs["table"], codes, batch.y)
+        """``(env [B, T], weight [B, T])`` of a batch: looked up by ``batch.index`` (rows of the
+        training data passed to ``fit``, as the Trainer yields them) in tables computed once in
+        ``fit``, so a step costs one gather; recomputed from the batch without an index."""
+        envs = self._envs
+        assert envs is not None
+        idx = getattr(batch, "index", None)
+        rows_env, rows_w = envs["rows"]
+        if idx is not None and idx.numel() == batch.y.shape[0]:
+            idx = idx.to(rows_env.device)
+            dev = batch.y.device
+            return rows_env[idx].to(dev), rows_w[idx].to(dev)
+        codes = self._env_codes(envs, batch.y, batch.env)
+        return balance_weights(envs["table"], codes, batch.y)
 
     def _lambda(self, step: int) -> float:
         return float(self.warmup_invariance if step < int(self.warmup_steps) else self.invariance)
+
+    def _task_loss(self, per: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Sum over tasks of the mean loss over observed labels, from per-example losses."""
+        count = (~torch.isnan(y)).sum(dim=0).clamp_min(1)
+        return (per.sum(dim=0) / count).sum()
 
     def _loss(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         net: _MTCRLNet = self.model_
@@ -341,21 +415,23 @@ class MTCRL(BaseLearner):
             self._step += 1
         z = net.encoder(batch.x)
         gates = net.router.gates()
-        out = net.head_out(z, gates)
-        task = self.layout_.task_losses(out, batch.y).sum()
+        lam = self._lambda(step) if self._envs is not None else 0.0
+        if lam > 0:
+            task, pen = self._task_and_invariance(net, batch, z, gates)
+        else:
+            per = self.layout_.per_example_loss(net.head_out(z, gates), batch.y)
+            task, pen = self._task_loss(per, batch.y), None
         loss = task
         logs = {"task_loss": float(task.detach())}
         if float(self.decorrelation) > 0:
-            dec = decorrelation(z, self.decorrelation_kind)
+            dec = decorrelation(z, self.decorrelation_kind, max_units=self.decorrelation_units)
             loss = loss + float(self.decorrelation) * dec
             logs["decorrelation"] = float(dec.detach())
         if float(self.sparsity) > 0 and self.sparsity_kind != "none":
             sp = net.router.sparsity(self.sparsity_kind)
             loss = loss + float(self.sparsity) * sp
             logs["sparsity"] = float(sp.detach())
-        lam = self._lambda(step)
-        if self._envs is not None and lam > 0:
-            pen = self._invariance(net, batch, z, gates, out)
+        if pen is not None:
             loss = loss + lam * pen
             logs["invariance"] = float(pen.detach())
             logs["lambda_inv"] = lam
@@ -363,26 +439,83 @@ class MTCRL(BaseLearner):
                 loss = loss / lam
         return loss, logs
 
-    def _invariance(self, net: _MTCRLNet, batch: Any, z: torch.Tensor, gates: torch.Tensor,
-                    out: torch.Tensor) -> torch.Tensor:
+    def _task_and_invariance(self, net: _MTCRLNet, batch: Any, z: torch.Tensor,
+                             gates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Task loss and invariance penalty from one read-out pass: with the dummies at their
+        neutral values (multipliers 1, shifts 0) the penalty pass *is* the forward pass, so the
+        task loss reuses it (unless the penalty is kept off the encoder)."""
         env, weight = self._batch_envs(batch)
         n_envs = int(self._envs["n_envs"])
+        y = batch.y
+        member = env_assignment(env, n_envs).to(gates.dtype)  # [B, T, E] one-hot
+        assign = member * weight[..., None]
         if not self._penalty.needs_dummy:
-            out_p = out if self.penalty_through_encoder else net.head_out(z.detach(), gates)
-            per = self.layout_.per_example_loss(out_p, batch.y)
-            return self._penalty(per, env, None, weight, n_envs=n_envs).sum()
-        zp = z if self.penalty_through_encoder else z.detach()
+            per = self.layout_.per_example_loss(net.head_out(z, gates), y)
+            per_p = per if self.penalty_through_encoder else self.layout_.per_example_loss(
+                net.head_out(z.detach(), gates), y)
+            return self._task_loss(per, y), self._penalty(per_p, assign, None).sum()
+        if net.mp is None:
+            return self._closed_form_invariance(net, z, gates, y, assign)
+        return self._dummy_invariance(net, z, gates, y, member, assign)
+
+    def _dummy_invariance(self, net: _MTCRLNet, z: torch.Tensor, gates: torch.Tensor,
+                          y: torch.Tensor, member: torch.Tensor, assign: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Task loss and IRMv1 / gradient-variance penalty through dummies and a second
+        backward pass (any read-out, message passing included)."""
+        n_envs = member.shape[-1]
+        # dummies as zero offsets: gates g ⊙ (1 + A δ), intercepts + A u (A: one-hot of env);
+        # equal to the plain forward in value, and ∂R_t^e/∂δ_et = ∂R_t^e/∂w_et at w = 1
         t, k = gates.shape
-        rows = (env.clamp_min(0), torch.arange(t, device=env.device)[None, :])
-        dummy = self._penalty.dummy(n_envs, t, k, like=gates)
-        out_p = net.penalty_out(zp, (gates[None] * dummy)[rows], gates)
-        dummies = [dummy]
+        delta = self._penalty.shift(n_envs, t, k, like=gates)
+        ex_gates = gates * (1.0 + torch.einsum("bte,etk->btk", member, delta))
+        zp = z if self.penalty_through_encoder else z.detach()
+        out = net.penalty_out(zp, ex_gates, gates)
+        dummies = [delta]
         if self.invariance_intercept:
-            shift = self._penalty.shift(n_envs, t, out_p.shape[-1], like=out_p)
-            out_p = out_p + shift[rows] * net.heads.col_mask
+            shift = self._penalty.shift(n_envs, t, out.shape[-1], like=out)
+            out = out + torch.einsum("bte,etc->btc", member, shift) * net.heads.col_mask
             dummies.append(shift)
-        per = self.layout_.per_example_loss(out_p, batch.y)
-        return self._penalty(per, env, dummies, weight, n_envs=n_envs).sum()
+        per_p = self.layout_.per_example_loss(out, y)
+        pen = self._penalty(per_p, assign, dummies).sum()
+        if self.penalty_through_encoder:
+            return self._task_loss(per_p, y), pen
+        per = self.layout_.per_example_loss(net.head_out(z, gates), y)
+        return self._task_loss(per, y), pen
+
+    def _closed_form_invariance(self, net: _MTCRLNet, z: torch.Tensor, gates: torch.Tensor,
+                                y: torch.Tensor, assign: torch.Tensor
+                                ) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""Task loss and IRMv1 / gradient-variance penalty without message passing, with the
+        dummy gradients in closed form (no second backward pass through the read-out):
+
+        .. math::
+            \frac{\partial R_t^e}{\partial w_{etk}} = g_{tk} \sum_b \tilde a_{bte}
+            \sum_c \ell'_{btc} P_{btkc}, \qquad
+            \frac{\partial R_t^e}{\partial u_{etc}} = \sum_b \tilde a_{bte}\, \ell'_{btc}
+
+        with :math:`\ell' = \partial \ell / \partial o` (autograd through the loss only),
+        :math:`P` the module contributions and :math:`\tilde a` the assignment normalised per
+        (task, environment). Equal to the dummy formulation (tested)."""
+        p = net.contributions(z)
+        out = net.out_from_contributions(p, gates)
+        per = self.layout_.per_example_loss(out, y)
+        task = self._task_loss(per, y)
+        if not self.penalty_through_encoder:
+            p = net.contributions(z.detach())
+            out = net.out_from_contributions(p, gates)
+            per = self.layout_.per_example_loss(out, y)
+        (dl,) = torch.autograd.grad(per.sum(), out, create_graph=True)  # [B, T, C]
+        mass = assign.sum(dim=0)  # [T, E]
+        norm = assign / mass.clamp_min(1e-12)
+        grad_w = gates[None] * torch.einsum("bte,btk->etk", norm,
+                                            (p * dl[:, :, None, :]).sum(-1))
+        grads = [grad_w]
+        if self.invariance_intercept:
+            grads.append(torch.einsum("bte,btc->etc", norm, dl) * net.heads.col_mask)
+        valid = (mass >= self._penalty.min_mass).T
+        pen = self._penalty.from_gradients(torch.cat(grads, dim=-1), valid)
+        return task, pen.sum()
 
     # ------------------------------------------------------------------ hooks
     @torch.no_grad()

@@ -1,0 +1,296 @@
+"""Decorrelation (M1), invariance penalties on the routing (M3) and environments."""
+
+import warnings
+
+import pytest
+import torch
+
+from taskgraph import ValidationError
+from taskgraph.regularizers import (
+    LabelEnvironments,
+    ModuleDecorrelation,
+    RouterInvariancePenalty,
+    balance_weights,
+    class_balance_table,
+    decorrelation,
+    env_assignment,
+    env_risks,
+    gradient_variance_penalty,
+    irmv1_penalty,
+    vrex_penalty,
+    warn_single_environment,
+)
+
+
+def _blocks(b, k, m, rho, seed=0):
+    """k blocks of m features; every block shares a factor with weight rho."""
+    g = torch.Generator().manual_seed(seed)
+    common = torch.randn(b, 1, m, generator=g)
+    own = torch.randn(b, k, m, generator=g)
+    return rho * common + (1 - rho**2) ** 0.5 * own
+
+
+# ----------------------------------------------------------------------------- decorrelation
+def test_decorrelation_near_zero_for_independent_blocks():
+    z = _blocks(4096, 4, 8, 0.0)
+    assert float(decorrelation(z)) < 1e-2
+    assert float(decorrelation(z)) == pytest.approx(1 / 4096, rel=0.3)  # sampling floor 1/B
+
+
+def test_decorrelation_rises_with_injected_correlation():
+    values = [float(decorrelation(_blocks(2048, 3, 4, rho))) for rho in (0, 0.2, 0.4, 0.6, 0.8)]
+    assert values == sorted(values) and values[-1] > 20 * values[0]
+    # rho = 0.8 on matched features only: corr 0.64 on m of the m² cross entries
+    assert values[-1] == pytest.approx(0.64**2 / 4, rel=0.1)
+    copies = torch.randn(256, 1, 1).expand(256, 3, 4)  # every feature the same signal
+    assert float(decorrelation(copies)) == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["corr", "hsic"])
+def test_decorrelation_invariant_to_feature_rescaling(kind):
+    b = 512 if kind == "hsic" else 2048
+    z = _blocks(b, 3, 4, 0.5)
+    g = torch.Generator().manual_seed(3)
+    scale = torch.rand(1, 3, 4, generator=g) * 100 + 0.01
+    shift = torch.randn(1, 3, 4, generator=g) * 50
+    torch.testing.assert_close(decorrelation(z * scale + shift, kind), decorrelation(z, kind),
+                               rtol=1e-3, atol=1e-4)
+
+
+def test_decorrelation_gradients_and_module_form():
+    z = _blocks(256, 3, 4, 0.5).requires_grad_(True)
+    loss = ModuleDecorrelation()(z)
+    loss.backward()
+    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+    # a step against the gradient lowers the penalty
+    with torch.no_grad():
+        assert decorrelation(z - 0.5 * z.grad / z.grad.norm()) < loss
+
+
+def test_hsic_sees_nonlinear_dependence():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(512, 1, 2, generator=g)
+    dependent = torch.cat([a, a**2], dim=1)  # uncorrelated but dependent blocks
+    independent = torch.cat([a, torch.randn(512, 1, 2, generator=g) ** 2], dim=1)
+    assert float(decorrelation(dependent, "corr")) < 0.02
+    assert float(decorrelation(dependent, "hsic")) > 3 * float(decorrelation(independent, "hsic"))
+
+
+def test_decorrelation_edge_cases_and_errors():
+    assert float(decorrelation(torch.randn(1, 3, 2))) == 0.0  # one example
+    assert float(decorrelation(torch.randn(8, 1, 2))) == 0.0  # one module
+    z = torch.randn(64, 2, 3)
+    z[:, 0, 0] = 1.0  # a dead unit does not give NaN
+    assert torch.isfinite(decorrelation(z))
+    with pytest.raises(ValidationError, match="z"):
+        decorrelation(torch.randn(8, 6))
+    with pytest.raises(ValidationError, match="kind"):
+        decorrelation(torch.randn(8, 2, 3), kind="mi")
+
+
+# ----------------------------------------------------------------------------- invariance
+def test_env_risks_matches_loop():
+    g = torch.Generator().manual_seed(0)
+    loss = torch.rand(50, 3, generator=g)
+    env = torch.randint(-1, 3, (50, 3), generator=g)
+    w = torch.rand(50, 3, generator=g)
+    risks, mass = env_risks(loss, env, 3, w)
+    for e in range(3):
+        for t in range(3):
+            sel = env[:, t] == e
+            assert mass[e, t] == pytest.approx(float(w[sel, t].sum()), rel=1e-5)
+            ref = (w[sel, t] * loss[sel, t]).sum() / w[sel, t].sum()
+            assert risks[e, t] == pytest.approx(float(ref), rel=1e-5)
+    r1, _ = env_risks(loss, env[:, 0], 3)  # one env per example
+    assert r1.shape == (3, 3)
+
+
+def _toy(beta_per_env, n=4000, seed=0):
+    """Two modules with one feature each; soft labels sigma(beta_e . x) in env e."""
+    g = torch.Generator().manual_seed(seed)
+    e = len(beta_per_env)
+    x = torch.randn(e * n, 2, generator=g)
+    env = torch.arange(e).repeat_interleave(n)
+    beta = torch.tensor(beta_per_env, dtype=torch.float32)[env]
+    y = torch.sigmoid((beta * x).sum(-1))
+    return x, y, env
+
+
+def _logistic_penalty(x, y, env, coef, gates, n_envs, kind="irmv1", intercept=False):
+    """Per-example logistic loss of f = sum_k g_k w_ek c_k x_k (+ u_e): IRMv1 on the gates."""
+    pen = RouterInvariancePenalty(kind, min_mass=0)
+    w = pen.dummy(n_envs, 1, 2, like=gates)
+    f = ((gates * w[env, 0]) * coef * x).sum(-1)
+    dummies = [w]
+    if intercept:
+        u = pen.shift(n_envs, 1, 1, like=gates)
+        f = f + u[env, 0, 0]
+        dummies.append(u)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(f, y, reduction="none")
+    return pen(loss[:, None], env, dummies, n_envs=n_envs), f.detach()
+
+
+def test_irmv1_zero_when_environments_agree_positive_otherwise():
+    gates = torch.tensor([0.5, 0.8])
+    coef = torch.tensor([2.0, -1.0]) / gates  # g * c equals the true coefficients
+    x, y, env = _toy([[2.0, -1.0], [2.0, -1.0]])
+    p_same, _ = _logistic_penalty(x, y, env, coef, gates, 2, intercept=True)
+    assert float(p_same.detach()) < 1e-10  # at the optimum of every environment
+    x, y, env = _toy([[2.0, -1.0], [2.0, 1.0]])  # module 2 flips sign in env 1
+    p_diff, _ = _logistic_penalty(x, y, env, coef, gates, 2)
+    assert float(p_diff.detach()) > 1e-2
+
+
+def test_irmv1_matches_analytic_gradient():
+    gates = torch.tensor([0.3, 0.9], requires_grad=True)
+    coef = torch.tensor([1.5, 0.7])
+    x, y, env = _toy([[1.0, 0.0], [1.0, 2.0], [0.5, -1.0]], n=300)
+    pen, f = _logistic_penalty(x, y, env, coef, gates, 3, intercept=True)
+    resid = torch.sigmoid(f) - y  # d loss / d logit
+    expect = torch.zeros(())
+    for e in range(3):
+        sel = env == e
+        grad_w = (resid[sel, None] * gates * coef * x[sel]).mean(0)  # dR_e / dw_e
+        grad_u = resid[sel].mean()  # dR_e / du_e
+        expect = expect + grad_w.pow(2).sum() + grad_u.pow(2)
+    torch.testing.assert_close(pen[0], expect, rtol=1e-4, atol=1e-7)
+    # and it trains: the penalty has a gradient w.r.t. the gates
+    pen.sum().backward()
+    assert gates.grad is not None and gates.grad.abs().sum() > 0
+
+
+def test_vectorised_penalty_equals_per_environment_loop():
+    g = torch.Generator().manual_seed(0)
+    b, t, k, e = 90, 2, 3, 3
+    c = torch.randn(b, t, k, generator=g)
+    y = torch.rand(b, t, generator=g)
+    env = torch.randint(0, e, (b, t), generator=g)
+    gates = torch.rand(t, k, generator=g)
+    pen = RouterInvariancePenalty("irmv1", min_mass=0)
+    w = pen.dummy(e, t, k, like=gates)
+    ex = (gates[None] * w)[env, torch.arange(t)[None]]
+    loss = torch.nn.functional.binary_cross_entropy_with_logits((ex * c).sum(-1), y,
+                                                                reduction="none")
+    fast = pen(loss, env, w)
+    slow = torch.zeros(t)
+    for ee in range(e):
+        for tt in range(t):
+            wt = torch.ones(k, requires_grad=True)
+            sel = env[:, tt] == ee
+            f = (gates[tt] * wt * c[sel, tt]).sum(-1)
+            risk = torch.nn.functional.binary_cross_entropy_with_logits(f, y[sel, tt])
+            (gr,) = torch.autograd.grad(risk, wt)
+            slow[tt] += gr.pow(2).sum()
+    torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-8)
+
+
+def test_gradient_variance_and_vrex():
+    risks_base = torch.tensor([[1.0], [1.0]])
+    d = torch.ones(2, 1, 2, requires_grad=True)
+    same = (risks_base * (d * torch.tensor([0.3, -0.2])).sum(-1))  # equal env gradients
+    assert float(gradient_variance_penalty(same, d)) == pytest.approx(0.0, abs=1e-12)
+    assert float(irmv1_penalty(same, d)) > 0  # IRMv1 still asks for stationarity
+    diff = (d * torch.tensor([[[0.3, -0.2]], [[0.1, 0.4]]])).sum(-1)
+    var = gradient_variance_penalty(diff, d)
+    assert float(var) == pytest.approx(((0.3 - 0.1) ** 2 + (-0.2 - 0.4) ** 2) / 4, rel=1e-5)
+    risks = torch.tensor([[0.2, 1.0], [0.6, 1.0], [1.0, 1.0]])
+    torch.testing.assert_close(vrex_penalty(risks), torch.tensor([0.32 / 3 * 1.0, 0.0]))
+    valid = torch.tensor([[True, True], [True, False], [False, False]])
+    torch.testing.assert_close(vrex_penalty(risks, valid), torch.tensor([0.04, 0.0]))
+
+
+def test_penalty_module_validation():
+    with pytest.raises(ValidationError, match="kind"):
+        RouterInvariancePenalty("dro")
+    pen = RouterInvariancePenalty("irmv1")
+    with pytest.raises(ValidationError, match="dummy"):
+        pen(torch.rand(4, 1), torch.zeros(4, 1, dtype=torch.long), None)
+    with pytest.raises(ValidationError, match="dummy"):
+        irmv1_penalty(torch.rand(2, 1), torch.ones(2, 1, 3))
+    assert RouterInvariancePenalty("vrex")(torch.rand(6, 1), torch.tensor([0, 1] * 3)[:, None],
+                                           None).shape == (1,)
+
+
+# ----------------------------------------------------------------------------- environments
+def test_label_environments_codes_and_rebalancing():
+    # tasks: binary a, 3-class b, regression c; NaN = missing
+    y = torch.tensor([[0, 0, 0.1], [1, 0, 0.2], [1, 0, 0.3], [1, 2, 0.4], [0, 2, 0.5],
+                      [1, 1, 0.6], [float("nan"), 1, 0.7], [0, float("nan"), 0.8]])
+    le = LabelEnvironments([2, 3, 0])
+    assert le.n_envs == 3 and le.active.tolist() == [True, True, False]
+    codes = le.codes(y)
+    assert codes[:, 0].tolist() == [0, 0, 0, 2, 2, 1, -1, -1]  # stratum of b (a missing / b
+    assert codes[:, 1].tolist() == [0, 1, 1, 1, 0, 1, -1, -1]  # missing excluded)
+    assert (codes[:, 2] == -1).all()  # regression is not a target
+    le.fit(y)
+    env, w = le(y)
+    # inside each kept environment, task a's classes carry equal weight
+    for e in (0, 2):
+        sel = env[:, 0] == e
+        mass = [float(w[sel & (y[:, 0] == c), 0].sum()) for c in (0, 1)]
+        assert mass[0] == pytest.approx(mass[1])
+    assert (env[:, 0] == 1).sum() == 0  # stratum b=1 holds one class of a: dropped
+    assert torch.equal(env[w == 0], torch.full_like(env[w == 0], -1))
+
+
+def test_label_environments_cap():
+    le = LabelEnvironments([2] * 6, max_envs=4)
+    y = torch.randint(0, 2, (64, 6)).float()
+    codes = le.codes(y)
+    assert le.n_envs == 4 and int(codes.max()) <= 3 and int(codes.min()) >= 0
+    with pytest.raises(ValidationError, match="max_envs"):
+        LabelEnvironments([2, 2], max_envs=1)
+    with pytest.raises(ValidationError, match="fit"):
+        LabelEnvironments([2, 2])(y[:, :2])
+
+
+def test_class_balance_table_given_envs():
+    y = torch.tensor([[0.0, 1.5], [1.0, 2.0], [1.0, 0.1], [1.0, 0.3]])
+    env = torch.tensor([0, 0, 1, 1])[:, None].expand(-1, 2)
+    table = class_balance_table(env, y, [2, 0], 2)
+    assert table[0, 0].tolist() == [1.0, 1.0]  # balanced already
+    assert table[0, 1].tolist() == [0.0, 0.0]  # one class only: dropped
+    assert table[1, :, 0].tolist() == [1.0, 1.0]  # regression: weight 1
+    e, w = balance_weights(table, env, y)
+    assert e[:, 0].tolist() == [0, 0, -1, -1] and w[:, 1].tolist() == [1.0] * 4
+    plain = class_balance_table(env, y, [2, 0], 2, rebalance=False)
+    assert set(plain.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_single_environment_warning():
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        warn_single_environment("only one environment")
+    assert rec and issubclass(rec[0].category, UserWarning)
+    assert "invariance penalty is disabled" in str(rec[0].message)
+
+
+def test_sampled_decorrelation_is_unbiased_and_cheap_for_wide_modules():
+    z = _blocks(256, 3, 16, 0.6)
+    exact = float(decorrelation(z))
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 200 tiny calls: threads only add contention
+    try:
+        draws = torch.stack([decorrelation(z, max_units=4) for _ in range(200)])
+    finally:
+        torch.set_num_threads(threads)
+    assert float(draws.mean()) == pytest.approx(exact, rel=0.1)
+    assert torch.equal(decorrelation(z, max_units=16), decorrelation(z))  # m <= max_units: exact
+    with pytest.raises(ValidationError, match="max_units"):
+        decorrelation(z, max_units=0)
+
+
+def test_env_assignment_and_risks_from_assignment():
+    env = torch.tensor([[0, 1], [1, -1], [2, 0]])
+    w = torch.tensor([[1.0, 2.0], [3.0, 4.0], [0.5, 1.0]])
+    a = env_assignment(env, 3, w)
+    assert a.shape == (3, 2, 3)
+    assert a[1, 1].sum() == 0 and a[0, 1, 1] == 2.0 and a[2, 0, 2] == 0.5
+    loss = torch.rand(3, 2)
+    r1, m1 = env_risks(loss, env, 3, w)
+    r2, m2 = env_risks(loss, a)
+    torch.testing.assert_close(r1, r2)
+    torch.testing.assert_close(m1, m2)
+    with pytest.raises(ValidationError, match="env"):
+        env_assignment(env, 2)
