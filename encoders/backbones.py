@@ -56,7 +56,10 @@ class MLPBackbone(nn.Module):
         super().__init__()
         if not isinstance(in_dim, int) or in_dim < 1:
             raise ValueError(f"in_dim: expected a positive integer, got {in_dim!r}")
-        widths = [int(hidden)] * int(n_layers) if isinstance(hidden, int) else [int(h) for h in hidden]
+        if isinstance(hidden, int):
+            widths = [int(hidden)] * int(n_layers)
+        else:
+            widths = [int(h) for h in hidden]
         if not widths or min(widths) < 1:
             raise ValueError(f"hidden: expected positive widths, got {hidden!r}")
         self.in_dim, self.widths, self.dropout, self.act = in_dim, widths, float(dropout), act

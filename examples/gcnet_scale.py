@@ -82,9 +82,9 @@ def main() -> None:
     s = structure(learner.task_graph_, bench.true_graph)
     base = tg.learners.create("hard_sharing", bench.tasks, epochs=args.epochs,
                               verbose=False).fit(bench.train)
+    losses = [round(h["task_loss"], 1) for h in learner.history_]
     print(f"\ntrained gcnet on T={t} for {args.epochs} epochs in "
-          f"{time.perf_counter() - t0:.0f}s: history {[round(h['task_loss'], 1) for h in learner.history_]}"
-          f" (task loss, summed over tasks)")
+          f"{time.perf_counter() - t0:.0f}s: task loss per epoch (summed over tasks) {losses}")
     print(f"test_iid mean accuracy: gcnet {learner.evaluate(bench.test_iid)['mean']:.3f}, "
           f"hard_sharing {base.evaluate(bench.test_iid)['mean']:.3f}; learned graph: "
           f"{learner.task_graph_.n_edges} edges, directed F1 {s['directed_f1']:.3f}, skeleton F1 "

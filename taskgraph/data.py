@@ -357,7 +357,8 @@ class MultiTaskData(Dataset):
         out.env = torch.cat([p.env for p in parts]) if all(has_env) else None
         if any(p.do is not None for p in parts):
             out.do = torch.cat(
-                [p.do if p.do is not None else torch.zeros_like(p.y, dtype=torch.bool) for p in parts]
+                [p.do if p.do is not None else torch.zeros_like(p.y, dtype=torch.bool)
+                 for p in parts]
             )
         else:
             out.do = None

@@ -111,7 +111,8 @@ class Task:
             return torch.stack([F.logsigmoid(-logit), F.logsigmoid(logit)], dim=-1)
         if self.kind == "multiclass":
             return torch.log_softmax(out, dim=-1)
-        raise ValidationError(f"Task {self.name!r} is a regression task: it has no class probabilities")
+        raise ValidationError(
+            f"Task {self.name!r} is a regression task: it has no class probabilities")
 
     def to_dict(self) -> dict:
         return {"name": self.name, "kind": self.kind, "n_classes": self.n_classes}
@@ -140,7 +141,8 @@ class TaskSet(Sequence[Task]):
             if isinstance(t, str):
                 t = Task(t, "binary")
             if not isinstance(t, Task):
-                raise ValidationError(f"tasks: expected Task objects or names, got {type(t).__name__}")
+                raise ValidationError(
+                    f"tasks: expected Task objects or names, got {type(t).__name__}")
             items.append(t)
         if not items:
             raise ValidationError("tasks: a TaskSet needs at least one task")

@@ -68,7 +68,8 @@ class Trainer:
         checkpoint: str | Path | None = None,
     ) -> None:
         if patience is not None and (not isinstance(patience, int) or patience < 1):
-            raise ValidationError(f"patience: expected a positive integer or None, got {patience!r}")
+            raise ValidationError(
+                f"patience: expected a positive integer or None, got {patience!r}")
         if not lr > 0:
             raise ValidationError(f"lr: expected a positive learning rate, got {lr!r}")
         self.epochs = epochs
@@ -235,7 +236,8 @@ class Trainer:
                 else:
                     bad += 1
             history.append(row)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("task_loss", "val_loss")})
+            bar.set_postfix({k: f"{v:.3g}" for k, v in row.items()
+                             if k in ("task_loss", "val_loss")})
             if self.checkpoint is not None and tgd.is_main_process():
                 self._save(learner, {
                     "format": _CKPT_FORMAT,

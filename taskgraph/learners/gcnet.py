@@ -51,7 +51,6 @@ from taskgraph.structure.ice import (
 from taskgraph.structure.prior import (
     StructurePriorGenerator,
     candidate_edges,
-    label_correlation,
     uninformative_loss,
 )
 from taskgraph.tasks import Task, TaskSet

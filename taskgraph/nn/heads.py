@@ -66,7 +66,8 @@ class OutputLayout(nn.Module):
                 out, (0, self.n_classes - out.shape[-1])
             )
             logits = logits.masked_fill(~self.class_mask, -math.inf)
-            logp = torch.log_softmax(torch.where(self.is_multi[:, None], logits, torch.zeros_like(logits)), dim=-1)
+            safe = torch.where(self.is_multi[:, None], logits, torch.zeros_like(logits))
+            logp = torch.log_softmax(safe, dim=-1)
             target = y0.long().clamp(0, self.n_classes - 1)
             ce = -logp.gather(-1, target[..., None])[..., 0]
             loss = torch.where(self.is_multi, ce, loss)
@@ -143,7 +144,8 @@ class TaskHeads(nn.Module):
         self.weight = nn.Parameter(torch.empty(self.n_tasks, in_dim, self.out_dim))
         self.bias = nn.Parameter(torch.empty(self.n_tasks, self.out_dim))
         dims = torch.tensor([t.out_dim for t in tasks])
-        self.register_buffer("col_mask", (torch.arange(self.out_dim)[None, :] < dims[:, None]).float())
+        cols = torch.arange(self.out_dim)[None, :]
+        self.register_buffer("col_mask", (cols < dims[:, None]).float())
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -27,8 +27,9 @@ class TaskMessagePassing(MessagePassing):
     with the node states of all examples at once (about 5x faster than gathering ``[B, E, d]``
     messages and scattering them back, measured at ``B = 128, T = 10, E = 90``), and
     :func:`~taskgraph.nn.aggregate.edge_aggregate` computes the weights' gradient on the edges
-    only (``torch.sparse.mm``'s own backward would form a dense ``[T, T]`` matrix). The edge weights are ordinary tensors: gradients reach them (and through
-    them the structure learner that produced them), and an edge of weight 0 passes no gradient
+    only (``torch.sparse.mm``'s own backward would form a dense ``[T, T]`` matrix). The edge
+    weights are ordinary tensors: gradients reach them (and through them the structure learner
+    that produced them), and an edge of weight 0 passes no gradient
     to its source node. With no edges (or all weights 0) every task is updated from its own
     state only, i.e. independent heads; the operator is equivariant to relabelling tasks.
 
