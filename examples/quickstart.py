@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small data, few epochs")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    n_samples, epochs = (500, 2) if args.quick else (2000, 10)
+    n_samples, epochs = (500, 2) if args.quick else (3000, 15)
 
     bench = tg.datasets.planted_dag(n_tasks=8, n_edges=10, n_samples=n_samples, seed=args.seed,
                                     n_test=500 if args.quick else 2000)

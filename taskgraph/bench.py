@@ -60,6 +60,10 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
 def _unmet(requires: Iterable[str], spec: Any, bench: Any) -> str | None:
     have = {
         "true_graph": bool(spec.has_truth),
@@ -185,7 +189,7 @@ def run_bench(
     docs: str | Path | None = None,
     verbose: bool | None = None,
     device: str = "cpu",
-    log: Callable[[str], None] | None = print,
+    log: Callable[[str], None] | None = _say,
 ) -> dict[str, dict[str, Any]]:
     """Run learners × benchmarks × seeds; write JSON per benchmark and (optionally) the docs.
 
@@ -203,7 +207,8 @@ def run_bench(
             result file in ``out``; ``None`` leaves docs alone.
         verbose (bool, optional): training progress bars.
         device (str): torch device of every learner (``"cpu"``, ``"cuda"``).
-        log (callable, optional): progress printer (``None`` = silent).
+        log (callable, optional): progress printer (default: print, flushed; ``None`` =
+            silent).
 
     Returns:
         dict: benchmark name → the payload written to ``<out>/<name>.json``.

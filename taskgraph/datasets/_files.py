@@ -55,6 +55,6 @@ def require_file(package: str, parts: tuple[str, ...], what: str, install: str,
     if path is None:
         raise MissingDependencyError(
             f"{what} is read from the {package!r} package, which is not installed (or lacks "
-            f"{'/'.join(parts)}): run `{install}`, or pass {argument}=<your copy>"
+            f"{'/'.join(parts)}): install it with {install}, or pass {argument}=<your copy>"
         )
     return path

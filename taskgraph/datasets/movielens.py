@@ -49,7 +49,7 @@ from taskgraph.tasks import Task, TaskSet
 
 __all__ = ["movielens", "load_movielens", "GENRES", "MOVIELENS_INSTALL"]
 
-MOVIELENS_INSTALL = "pip install --no-deps recbole==1.2.1"
+MOVIELENS_INSTALL = "`pip install --no-deps recbole==1.2.1`"
 _RECBOLE_PARTS = ("dataset_example", "ml-100k")
 #: MovieLens-100k's 19 genres, in GroupLens' column order
 GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",

