@@ -374,8 +374,9 @@ class GCNet(BaseLearner):
     def _loss(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         """Predictive objective on every batch; the structure-level objective (trivial view,
         SEM, acyclicity, ICE) every ``structure_every``-th batch, on the concatenation of the
-        last ``structure_every`` batches: each epoch still sees every row once, at a fraction of
-        the per-step overhead (these terms are many small operations)."""
+        last ``structure_every`` batches, at a fraction of the per-step overhead (these terms are
+        many small operations). Up to ``structure_every - 1`` batches at the end of an epoch do
+        not reach the structure terms (epochs stay independent, so resuming needs no buffer)."""
         net, lay = self.model_, self.layout_
         h, s0, w, s1 = net.states(batch.x)
         out = net.heads(s1)

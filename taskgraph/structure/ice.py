@@ -113,8 +113,9 @@ def random_interventions(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random intervention targets and values, drawn anew at every call (every step).
 
-    Each eligible task of each row is a target with probability ``p``; every row gets at least
-    one target (a uniformly chosen eligible task). Values are uniform over the task's classes.
+    Each eligible task of each row is a target with probability ``p``; a row that drew none
+    gets one uniformly chosen eligible task (so every row has at least one target). Values are
+    uniform over the task's classes.
 
     Args:
         n_rows, n_tasks: ``B``, ``T``.
@@ -130,11 +131,12 @@ def random_interventions(
     ok = ok.to(device)
     u = torch.rand(n_rows, n_tasks, generator=generator, device=device)
     targets = (u < p) & ok
-    # at least one target per row: one uniformly random eligible task (argmax of uniforms)
+    # rows that drew no target get one uniformly random eligible task (argmax of uniforms)
     if bool(ok.any()):
         v = torch.rand(n_rows, n_tasks, generator=generator, device=device)
         pick = torch.where(ok, v, torch.full_like(v, -1.0)).argmax(dim=1)
-        targets[torch.arange(n_rows, device=device), pick] = True
+        empty = ~targets.any(dim=1)
+        targets[torch.arange(n_rows, device=device), pick] |= empty
     r = torch.rand(n_rows, n_tasks, generator=generator, device=device)
     values = (r * n_states.clamp_min(1).to(device)).floor().long()
     return targets, values

@@ -1,0 +1,72 @@
+"""Training-step cost of each learner as a ratio to ``hard_sharing`` with the same backbone.
+
+Steps of all learners are interleaved (hard_sharing, A, B, ..., hard_sharing, A, B, ...) so that
+machine load hits them alike, and the median step time of each is divided by hard_sharing's.
+A step is forward, backward and an Adam update on one mini-batch of ``planted_dag`` (10 tasks).
+
+Run:  python examples/step_cost.py                      (default MLP backbone, width 64)
+      python examples/step_cost.py --hidden 512 --layers 3
+      python examples/step_cost.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import taskgraph as tg
+from encoders import MLPBackbone
+from taskgraph.metrics import format_table
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--learners", nargs="+", default=["gcnet", "sgnn", "sgnn_ebm", "mtcrl",
+                                                      "mmoe"])
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args()
+    if args.quick:
+        args.steps = 6
+    torch.set_num_threads(args.threads)
+    bench = tg.datasets.planted_dag(n_tasks=10, n_edges=15, n_samples=2000, seed=0, n_test=100)
+    names = ["hard_sharing"] + [n for n in args.learners if n != "hard_sharing"]
+    learners, opts = {}, {}
+    for name in names:
+        enc = MLPBackbone(bench.n_features, hidden=args.hidden, n_layers=args.layers)
+        learner = tg.learners.create(name, bench.tasks, encoder=enc, verbose=False)
+        learner.fit(bench.train, epochs=0)        # build the model only
+        learner.model_.train()
+        opts[name] = torch.optim.Adam(learner._param_groups(1e-3), lr=1e-3)
+        learner._optimizer = opts[name]
+        learners[name] = learner
+    batches = list(bench.train.loader(args.batch, shuffle=True, seed=0, drop_last=True))
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for i in range(args.steps + 3):
+        batch = batches[i % len(batches)]
+        for name in names:
+            learner, opt = learners[name], opts[name]
+            t0 = time.perf_counter()
+            loss, _ = learner._loss(batch, epoch=10)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if i >= 3:
+                times[name].append(time.perf_counter() - t0)
+    base = statistics.median(times["hard_sharing"])
+    rows = [{"learner": n, "median_ms": 1e3 * statistics.median(times[n]),
+             "ratio_vs_hard_sharing": statistics.median(times[n]) / base} for n in names]
+    print(f"backbone MLP {args.layers} x {args.hidden}, batch {args.batch}, "
+          f"{args.steps} interleaved steps, {args.threads} thread(s)")
+    print(format_table(rows, floatfmt=".2f"))
+
+
+if __name__ == "__main__":
+    main()
