@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import secrets
 import stat
@@ -27,7 +28,7 @@ from typing import IO, Any
 
 from taskgraph.exceptions import GraphFileError, ValidationError
 
-__all__ = ["atomic_write", "atomic_path"]
+__all__ = ["atomic_write", "atomic_path", "json_safe"]
 
 _MODES = ("w", "wt", "wb")
 
@@ -171,3 +172,18 @@ def atomic_path(path: str | os.PathLike[str], *, makedirs: bool = True) -> Itera
     except BaseException:
         _unlink_quietly(tmp)
         raise
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with numpy/torch scalars turned into Python numbers, tuples into lists, dict keys
+    into strings and non-finite floats into ``None`` (JSON has no NaN or inf)."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
+        return json_safe(obj.item())
+    return obj
+

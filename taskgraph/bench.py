@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from taskgraph._io import json_safe as _json_safe
 from taskgraph.exceptions import ValidationError
 
 __all__ = ["run_bench", "bench_tables", "update_docs", "REFERENCES", "START", "END"]
@@ -48,18 +49,6 @@ _FORMAT = 1
 
 
 # ---------------------------------------------------------------------------- helpers
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
-        return _json_safe(obj.item())
-    return obj
-
-
 def _say(message: str) -> None:
     print(message, flush=True)
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from taskgraph._io import json_safe as _json_safe
 
 __all__ = ["main", "build_parser"]
 
@@ -31,18 +32,6 @@ def _benchmark(name: str, seed: int, quick: bool) -> Any:
         return tg.datasets.anticausal(n_samples=1000 if quick else 4000, seed=seed)
     raise SystemExit(f"--benchmark: unknown benchmark {name!r}; "
                      "choose planted_dag, confounded or anticausal")
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
-        return _json_safe(obj.item())
-    return obj
 
 
 def _write_json(path: Path, payload: Any) -> None:
