@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from taskgraph import distributed as tgd
-from taskgraph.data import MultiTaskData
+from taskgraph.data import Batch, MultiTaskData
 from taskgraph.exceptions import CheckpointError, ValidationError
 
 if TYPE_CHECKING:
@@ -36,6 +36,16 @@ if TYPE_CHECKING:
 __all__ = ["Trainer"]
 
 _CKPT_FORMAT = "taskgraph.checkpoint"
+
+
+def _to_device(batch: Batch, device: torch.device | str) -> Batch:
+    """Every tensor of ``batch`` on ``device``."""
+    return batch._replace(
+        x=batch.x.to(device),
+        y=batch.y.to(device),
+        env=None if batch.env is None else batch.env.to(device),
+        do=None if batch.do is None else batch.do.to(device),
+    )
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -198,12 +208,7 @@ class Trainer:
                                                      epoch, sums)
             for batch in () if ddp else train.loader(self.batch_size, shuffle=True,
                                                      seed=_epoch_seed(self.seed, epoch)):
-                batch = batch._replace(
-                    x=batch.x.to(learner.device),
-                    y=batch.y.to(learner.device),
-                    env=None if batch.env is None else batch.env.to(learner.device),
-                    do=None if batch.do is None else batch.do.to(learner.device),
-                )
+                batch = _to_device(batch, learner.device)
                 loss, logs = learner._loss(batch, epoch)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
@@ -280,12 +285,7 @@ class Trainer:
             bad = torch.zeros(1, device=learner.device)
             if len(idx) > 0:
                 batch = train[idx]
-                batch = batch._replace(
-                    x=batch.x.to(learner.device),
-                    y=batch.y.to(learner.device),
-                    env=None if batch.env is None else batch.env.to(learner.device),
-                    do=None if batch.do is None else batch.do.to(learner.device),
-                )
+                batch = _to_device(batch, learner.device)
                 loss, logs = learner._loss(batch, epoch)
                 if not torch.isfinite(loss):
                     bad += 1
