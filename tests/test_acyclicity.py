@@ -14,13 +14,6 @@ from taskgraph.structure.acyclicity import AugmentedLagrangian, acyclicity, acyc
 KINDS = ("expm", "poly")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def random_dag(t: int, seed: int, p: float = 0.5, scale: float = 2.0,
                dtype: torch.dtype = torch.float64) -> torch.Tensor:

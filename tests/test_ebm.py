@@ -13,16 +13,6 @@ from taskgraph.structure.ebm import CausalEBM, PairwisePotential
 from taskgraph.structure.ice import ice_loss
 
 
-@pytest.fixture(autouse=True)
-def _one_intra_op_thread():
-    """Every tensor here is tiny: a second intra-op thread only adds barrier waits, which cost
-    milliseconds per op on a loaded CPU (thousands of ops per Gibbs run)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def random_edges(T: int, n_edges: int, g: torch.Generator) -> torch.Tensor:
     pairs = [(i, j) for i in range(T) for j in range(T) if i != j]
     pick = torch.randperm(len(pairs), generator=g)[:n_edges].tolist()

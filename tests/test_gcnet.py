@@ -20,13 +20,6 @@ F1_BAR = 0.75
 EPOCHS = 20
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _fit_planted(interventional: float) -> tuple[tg.datasets.Benchmark, tg.learners.BaseLearner]:
     bench = tg.datasets.planted_dag(n_tasks=5, n_edges=4, n_samples=3000, seed=0,
@@ -37,12 +30,12 @@ def _fit_planted(interventional: float) -> tuple[tg.datasets.Benchmark, tg.learn
 
 
 @pytest.fixture(scope="module")
-def observational(_one_thread):
+def observational():
     return _fit_planted(0.0)
 
 
 @pytest.fixture(scope="module")
-def interventional(_one_thread):
+def interventional():
     return _fit_planted(0.2)
 
 

@@ -23,14 +23,6 @@ from taskgraph.structure.ice import (
 from taskgraph.structure.prior import all_pairs
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def binary_layout(t: int) -> OutputLayout:
     return OutputLayout(TaskSet([Task(f"t{k}", "binary") for k in range(t)]))
 

@@ -12,14 +12,6 @@ from taskgraph.nn.heads import TaskHeads
 from taskgraph.nn.message_passing import TaskMessagePassing
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_mp(d_in: int = 4, d_out: int = 3, seed: int = 0, dtype=torch.float64
             ) -> TaskMessagePassing:
     torch.manual_seed(seed)

@@ -17,14 +17,6 @@ from taskgraph.structure.prior import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def edge_set(ei: torch.Tensor) -> set[tuple[int, int]]:
     return {(int(a), int(b)) for a, b in ei.T.tolist()}
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
-from taskgraph.exceptions import MissingDependencyError, TaskGraphError
+from taskgraph.exceptions import MissingDependencyError, TaskGraphError, ValidationError
 
-__all__ = ["DataFileError", "package_dir", "package_file", "require_file"]
+__all__ = ["DataFileError", "package_dir", "package_file", "require_file",
+           "check_split_fractions"]
 
 
 class DataFileError(TaskGraphError, OSError):
@@ -58,3 +60,16 @@ def require_file(package: str, parts: tuple[str, ...], what: str, install: str,
             f"{'/'.join(parts)}): install it with {install}, or pass {argument}=<your copy>"
         )
     return path
+
+
+def check_split_fractions(val_fraction: Any, test_fraction: Any) -> tuple[float, float]:
+    """Validate the validation and test shares of a data set split: each in (0, 1), summing to
+    less than 1 (some rows must be left for training)."""
+    from taskgraph.datasets.synthetic import _check_float
+
+    val = _check_float("val_fraction", val_fraction, 0.0, 1.0, low_open=True, high_open=True)
+    test = _check_float("test_fraction", test_fraction, 0.0, 1.0, low_open=True, high_open=True)
+    if val + test >= 1.0:
+        raise ValidationError("val_fraction, test_fraction: must sum to less than 1")
+    return val, test
+

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from taskgraph.data import MultiTaskData
-from taskgraph.datasets._files import DataFileError, require_file
+from taskgraph.datasets._files import DataFileError, check_split_fractions, require_file
 from taskgraph.datasets.synthetic import Benchmark, _check_float, _check_int, _check_seed
 from taskgraph.exceptions import ValidationError
 from taskgraph.graph import TaskGraph
@@ -233,12 +233,7 @@ def movielens(
         raise ValidationError(f"genres: unknown {bad}; choose from {list(GENRES)}")
     history_fraction = _check_float("history_fraction", history_fraction, 0.0, 1.0,
                                     low_open=True, high_open=True)
-    val_fraction = _check_float("val_fraction", val_fraction, 0.0, 1.0, low_open=True,
-                                high_open=True)
-    test_fraction = _check_float("test_fraction", test_fraction, 0.0, 1.0, low_open=True,
-                                 high_open=True)
-    if val_fraction + test_fraction >= 1.0:
-        raise ValidationError("val_fraction, test_fraction: must sum to less than 1")
+    val_fraction, test_fraction = check_split_fractions(val_fraction, test_fraction)
     ood_fraction = _check_float("ood_fraction", ood_fraction, 0.0, 1.0, low_open=True,
                                 high_open=True)
     if max_ratings is not None:

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from taskgraph.data import MultiTaskData
-from taskgraph.datasets._files import DataFileError, require_file
-from taskgraph.datasets.synthetic import Benchmark, _check_float, _check_int, _check_seed
+from taskgraph.datasets._files import DataFileError, check_split_fractions, require_file
+from taskgraph.datasets.synthetic import Benchmark, _check_int, _check_seed
 from taskgraph.exceptions import ValidationError
 from taskgraph.graph import TaskGraph
 from taskgraph.tasks import Task, TaskSet
@@ -202,12 +202,7 @@ def qm9(
         raise ValidationError(f"shift: expected 'size' or 'fluorine', got {shift!r}")
     if max_molecules is not None:
         max_molecules = _check_int("max_molecules", max_molecules, 10)
-    val_fraction = _check_float("val_fraction", val_fraction, 0.0, 1.0, low_open=True,
-                                high_open=True)
-    test_fraction = _check_float("test_fraction", test_fraction, 0.0, 1.0, low_open=True,
-                                 high_open=True)
-    if val_fraction + test_fraction >= 1.0:
-        raise ValidationError("val_fraction, test_fraction: must sum to less than 1")
+    val_fraction, test_fraction = check_split_fractions(val_fraction, test_fraction)
     if n_ood is not None:
         n_ood = _check_int("n_ood", n_ood, 1)
 
