@@ -31,17 +31,27 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--bench", default="planted_dag", choices=["planted_dag", "causal_mtl"],
+                   help="planted_dag (10 tasks) or causal_mtl (6 tasks, 2 environments)")
+    p.add_argument("--structure-every", type=int, default=1,
+                   help="structure_every of the learners that learn a graph (gcnet, causal_graph)")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args()
     if args.quick:
         args.steps = 6
     torch.set_num_threads(args.threads)
-    bench = tg.datasets.planted_dag(n_tasks=10, n_edges=15, n_samples=2000, seed=0, n_test=100)
+    if args.bench == "planted_dag":
+        bench = tg.datasets.planted_dag(n_tasks=10, n_edges=15, n_samples=2000, seed=0,
+                                        n_test=100)
+    else:
+        bench = tg.datasets.causal_mtl(n_per_env=1000, seed=0, n_test=100)
     names = ["hard_sharing"] + [n for n in args.learners if n != "hard_sharing"]
     learners, opts = {}, {}
     for name in names:
         enc = MLPBackbone(bench.n_features, hidden=args.hidden, n_layers=args.layers)
-        learner = tg.learners.create(name, bench.tasks, encoder=enc, verbose=False)
+        extra = ({"structure_every": args.structure_every}
+                 if name in ("gcnet", "causal_graph") else {})
+        learner = tg.learners.create(name, bench.tasks, encoder=enc, verbose=False, **extra)
         learner.fit(bench.train, epochs=0)        # build the model only
         learner.model_.train()
         opts[name] = torch.optim.Adam(learner._param_groups(1e-3), lr=1e-3)

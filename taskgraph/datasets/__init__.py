@@ -11,6 +11,7 @@ Real data sets (read by path from optional packages or a user path; see docs/dat
 
 from taskgraph.datasets._files import DataFileError
 from taskgraph.datasets._idx import read_idx, write_idx
+from taskgraph.datasets.causal_mtl import causal_mtl
 from taskgraph.datasets.fashion import load_fashion_mnist, multi_fashion, multi_fashion_mnist
 from taskgraph.datasets.movielens import load_movielens, movielens
 from taskgraph.datasets.multi_mnist import load_mnist, multi_mnist
@@ -41,6 +42,7 @@ __all__ = [
     "anticausal_sample",
     "agreement_prior",
     "shifted_prior",
+    "causal_mtl",
     "multi_mnist",
     "load_mnist",
     "multi_fashion",

@@ -4,6 +4,7 @@ Every learner follows the contract in :mod:`taskgraph.learners.base`.
 """
 
 from taskgraph.learners.base import BaseLearner, create, get, list, load_learner, register
+from taskgraph.learners.causal_graph import CausalGraph
 from taskgraph.learners.gcnet import SGNN, SGNNEBM, GCNet
 from taskgraph.learners.hard_sharing import HardSharing
 from taskgraph.learners.mmoe import MMoE
@@ -24,4 +25,5 @@ __all__ = [
     "GCNet",
     "SGNN",
     "SGNNEBM",
+    "CausalGraph",
 ]

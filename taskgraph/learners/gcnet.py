@@ -61,14 +61,22 @@ __all__ = ["GCNet", "SGNN", "SGNNEBM"]
 class _GCNetNet(nn.Module):
     def __init__(self, encoder: nn.Module, tasks: TaskSet, layout: Any, edge_index: torch.Tensor,
                  sem_edges: torch.Tensor, node_dim: int, prior: bool, sem: bool, ebm: bool,
-                 sem_init: torch.Tensor | None, seed: int, sem_in: int) -> None:
+                 sem_init: torch.Tensor | None, seed: int, sem_in: int,
+                 router: nn.Module | None = None, message_passing: bool = True) -> None:
         super().__init__()
         t, d = len(tasks), int(encoder.out_dim)
         self.encoder = encoder
         self.register_buffer("edge_index", edge_index)
-        self.node_weight = nn.Parameter(torch.randn(t, d, node_dim) / d ** 0.5)
-        self.node_bias = nn.Parameter(torch.zeros(t, node_dim))
-        self.mp = TaskMessagePassing(node_dim, node_dim)
+        # feature-level edges switched off (0) or on (1): the composed learner restricts
+        # message passing to the learned graph once its structure is frozen
+        self.register_buffer("edge_mask", torch.ones(edge_index.shape[1]))
+        self.router = router
+        if router is None:   # task node states: one linear map of the shared features per task
+            self.node_weight = nn.Parameter(torch.randn(t, d, node_dim) / d ** 0.5)
+            self.node_bias = nn.Parameter(torch.zeros(t, node_dim))
+        else:                # task node states: the gated read-out of the encoder's modules
+            node_dim = int(router.out_dim)
+        self.mp = TaskMessagePassing(node_dim, node_dim) if message_passing else None
         self.heads = TaskHeads(tasks, node_dim)
         self.prior = StructurePriorGenerator(t, feat_dim=node_dim) if prior else None
         self.register_buffer("node_mean", torch.zeros(t, node_dim))
@@ -87,27 +95,42 @@ class _GCNetNet(nn.Module):
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
         # the feature-level edge set may depend on the training data (heuristic candidates):
         # take its size from the file
-        key = prefix + "edge_index"
-        if key in state_dict:
-            self.edge_index = state_dict[key].clone()
+        for name in ("edge_index", "edge_mask"):
+            key = prefix + name
+            if key in state_dict:
+                setattr(self, name, state_dict[key].clone())
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     def edge_weights(self) -> torch.Tensor:
-        """Feature-level message weights: the prior's causal weights, or 1 (SGNN)."""
+        """Feature-level message weights: the prior's causal weights, or 1 (SGNN), times
+        ``edge_mask``."""
         if self.prior is None:
-            return self.node_weight.new_ones(self.edge_index.shape[1])
-        return self.prior(self.edge_index, self.node_mean)
+            return self.edge_mask
+        return self.prior(self.edge_index, self.node_mean) * self.edge_mask
 
-    def states(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                torch.Tensor]:
-        h = self.encoder(x)
-        h = h.reshape(h.shape[0], -1)
-        s0 = torch.relu(torch.einsum("bd,tdm->btm", h, self.node_weight) + self.node_bias)
+    def states(self, x: torch.Tensor, gates: torch.Tensor | None = None,
+               plain: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor,
+                                                           torch.Tensor, torch.Tensor]:
+        """``(h, s0, w, s1)``: encoder features ``[B, D]``, task node states ``[B, T, d]``,
+        edge weights ``[E]`` and states after message passing ``[B, T, d]``. With a router,
+        ``gates`` (``[T, K]`` or ``[B, T, K]``) replace its gates for the node's own state and
+        ``plain`` gates build the states its neighbours send (so per-task dummy multipliers on
+        ``gates`` reach only that task's output, as MT-CRL's invariance penalty needs)."""
+        z = self.encoder(x)
+        h = z.reshape(z.shape[0], -1)
+        if self.router is None:
+            s0 = torch.relu(torch.einsum("bd,tdm->btm", h, self.node_weight) + self.node_bias)
+            src = s0
+        else:
+            s0 = self.router(z, gates)
+            src = s0 if plain is None else self.router(z, plain)
         if self.training and self.prior is not None:
             with torch.no_grad():  # running mean of node states: the prior's task features
-                self.node_mean.mul_(0.9).add_(0.1 * s0.mean(0))
+                self.node_mean.mul_(0.9).add_(0.1 * src.mean(0))
         w = self.edge_weights()
-        s1 = s0 + torch.relu(self.mp(s0, self.edge_index, w))
+        if self.mp is None:
+            return h, s0, w, s0
+        s1 = s0 + torch.relu(self.mp.lin_self(s0) + self.mp.messages(src, self.edge_index, w))
         return h, s0, w, s1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -277,18 +300,22 @@ class GCNet(BaseLearner):
         net = _GCNetNet(enc, self.tasks_set_, self.layout_, feat_edges, sem_edges,
                         int(self.node_dim), bool(self.prior), bool(self.sem), bool(self.ebm),
                         init, int(self.seed), sem_in=sem_in)
+        self._init_structure_state(net, t)
+        return net
+
+    def _init_structure_state(self, net: _GCNetNet, t: int) -> None:
+        """Training state of the structure objective (not part of the module)."""
         self._buffer: builtins.list[Any] = []
         self._slog: dict[str, float] = {}
         self._al = AugmentedLagrangian(rho=self.rho, rho_max=self.rho_max,
                                        rho_mult=self.rho_mult)
         self._gen = torch.Generator().manual_seed(int(self.seed) + 17)
-        n_states = torch.tensor([tk.n_classes if tk.is_classification else 1
-                                 for tk in self.tasks_set_])
-        self._n_states = n_states
+        self._n_states = torch.tensor([tk.n_classes if tk.is_classification else 1
+                                       for tk in self.tasks_set_])
         self._generations = [torch.arange(t)]
-        self._edge_mask = torch.zeros(sem_edges.shape[1])
+        n_sem = net.sem.edge_index.shape[1] if net.sem is not None else 0
+        self._edge_mask = torch.zeros(n_sem)
         self._make_ebm(net)
-        return net
 
     def _make_ebm(self, net: _GCNetNet) -> None:
         if self.ebm:

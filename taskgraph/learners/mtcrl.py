@@ -29,7 +29,7 @@ from taskgraph.regularizers import (
 )
 from taskgraph.tasks import Task, TaskSet
 
-__all__ = ["MTCRL"]
+__all__ = ["MTCRL", "InvariantEnvironments"]
 
 _ENV_MODES = ("auto", "given", "labels", "both")
 _GRAPH_KEY = "__taskgraph__"
@@ -106,8 +106,91 @@ class _MTCRLNet(nn.Module):
         return self.head_out(self.encoder(x), self.router.gates())
 
 
+class InvariantEnvironments:
+    """Environment tables and the invariance weight schedule shared by the learners that put
+    MT-CRL's invariance penalty on task → module routing (``mtcrl``, ``causal_graph``).
+
+    Reads the learner attributes ``invariance``, ``warmup_invariance``, ``warmup_steps``,
+    ``environments``, ``rebalance``, ``max_envs`` and ``tasks_set_``; :meth:`_setup_envs` is
+    called once in ``_build`` and its result stored in ``self._envs``.
+    """
+
+    def _setup_envs(self, train: MultiTaskData) -> dict[str, Any] | None:
+        """Environment tables from the training data, or ``None`` (penalty off, warned)."""
+        if float(self.invariance) == 0 and float(self.warmup_invariance) == 0:
+            return None
+        n_classes = [task.n_states for task in self.tasks_set_]
+        labels = LabelEnvironments(n_classes, max_envs=int(self.max_envs))
+        has_given = train.n_envs >= 2
+        has_labels = bool(labels.active.any())
+        mode = self.environments
+        if mode == "auto":
+            mode = ("both" if has_given and has_labels else "given" if has_given else "labels")
+        if mode in ("given", "both") and not has_given:
+            warn_single_environment(
+                "the training data has " + ("no `env`" if train.env is None else
+                                            "a single environment") + f" (environments={mode!r})")
+            return None
+        if mode in ("labels", "both") and not has_labels:
+            warn_single_environment(
+                "label environments need at least two classification tasks "
+                f"(environments={mode!r})")
+            return None
+        n_given = int(train.env.max()) + 1 if has_given else 1
+        rebalance = (mode != "given") if self.rebalance is None else bool(self.rebalance)
+        envs = {"mode": mode, "labels": labels, "n_given": n_given,
+                "n_envs": n_given * (labels.n_envs if mode != "given" else 1)}
+        codes = self._env_codes(envs, train.y, train.env)
+        envs["table"] = class_balance_table(codes, train.y, n_classes, envs["n_envs"],
+                                            rebalance=rebalance)
+        envs["rows"] = balance_weights(envs["table"], codes, train.y)
+        if int((envs["table"].sum(-1) > 0).sum(-1).max()) < 2:
+            warn_single_environment(
+                f"no task has data in two environments (environments={mode!r})")
+            return None
+        return envs
+
+    @staticmethod
+    def _env_codes(envs: dict[str, Any], y: torch.Tensor,
+                   env: torch.Tensor | None) -> torch.Tensor:
+        """Environment of every (example, task) ``[N, T]``; ``-1`` = excluded."""
+        t = y.shape[1]
+        if envs["mode"] == "given":
+            assert env is not None
+            return env[:, None].expand(-1, t)
+        labels: LabelEnvironments = envs["labels"]
+        code = labels.codes(y)
+        if envs["mode"] == "labels":
+            return code
+        assert env is not None
+        # given × label strata; tasks without label strata (regression) keep the given env only
+        active = labels.active.to(y.device)[None, :]
+        given = env[:, None].expand(-1, t) * labels.n_envs
+        return torch.where(active, torch.where(code >= 0, given + code, -1), given)
+
+    # ------------------------------------------------------------------ objective
+    def _batch_envs(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(env [B, T], weight [B, T])`` of a batch: looked up by ``batch.index`` (rows of the
+        training data passed to ``fit``, as the Trainer yields them) in tables computed once in
+        ``fit``, so a step costs one gather; recomputed from the batch without an index."""
+        envs = self._envs
+        assert envs is not None
+        idx = getattr(batch, "index", None)
+        rows_env, rows_w = envs["rows"]
+        if idx is not None and idx.numel() == batch.y.shape[0]:
+            idx = idx.to(rows_env.device)
+            dev = batch.y.device
+            return rows_env[idx].to(dev), rows_w[idx].to(dev)
+        codes = self._env_codes(envs, batch.y, batch.env)
+        return balance_weights(envs["table"], codes, batch.y)
+
+    def _lambda(self, step: int) -> float:
+        return float(self.warmup_invariance if step < int(self.warmup_steps) else self.invariance)
+
+
+
 @register("mtcrl")
-class MTCRL(BaseLearner):
+class MTCRL(InvariantEnvironments, BaseLearner):
     r"""Multi-task causal representation learning (MT-CRL) on task nodes.
 
     The encoder is split into ``K`` modules :math:`\mathbf{z}_k` (a
@@ -330,78 +413,6 @@ class MTCRL(BaseLearner):
             self._envs = self._setup_envs(train)
         self._penalty = RouterInvariancePenalty(self.invariance_kind)
         return _MTCRLNet(encoder, router, heads, mp, edge_index, edge_weight)
-
-    def _setup_envs(self, train: MultiTaskData) -> dict[str, Any] | None:
-        """Environment tables from the training data, or ``None`` (penalty off, warned)."""
-        if float(self.invariance) == 0 and float(self.warmup_invariance) == 0:
-            return None
-        n_classes = [task.n_states for task in self.tasks_set_]
-        labels = LabelEnvironments(n_classes, max_envs=int(self.max_envs))
-        has_given = train.n_envs >= 2
-        has_labels = bool(labels.active.any())
-        mode = self.environments
-        if mode == "auto":
-            mode = ("both" if has_given and has_labels else "given" if has_given else "labels")
-        if mode in ("given", "both") and not has_given:
-            warn_single_environment(
-                "the training data has " + ("no `env`" if train.env is None else
-                                            "a single environment") + f" (environments={mode!r})")
-            return None
-        if mode in ("labels", "both") and not has_labels:
-            warn_single_environment(
-                "label environments need at least two classification tasks "
-                f"(environments={mode!r})")
-            return None
-        n_given = int(train.env.max()) + 1 if has_given else 1
-        rebalance = (mode != "given") if self.rebalance is None else bool(self.rebalance)
-        envs = {"mode": mode, "labels": labels, "n_given": n_given,
-                "n_envs": n_given * (labels.n_envs if mode != "given" else 1)}
-        codes = self._env_codes(envs, train.y, train.env)
-        envs["table"] = class_balance_table(codes, train.y, n_classes, envs["n_envs"],
-                                            rebalance=rebalance)
-        envs["rows"] = balance_weights(envs["table"], codes, train.y)
-        if int((envs["table"].sum(-1) > 0).sum(-1).max()) < 2:
-            warn_single_environment(
-                f"no task has data in two environments (environments={mode!r})")
-            return None
-        return envs
-
-    @staticmethod
-    def _env_codes(envs: dict[str, Any], y: torch.Tensor,
-                   env: torch.Tensor | None) -> torch.Tensor:
-        """Environment of every (example, task) ``[N, T]``; ``-1`` = excluded."""
-        t = y.shape[1]
-        if envs["mode"] == "given":
-            assert env is not None
-            return env[:, None].expand(-1, t)
-        labels: LabelEnvironments = envs["labels"]
-        code = labels.codes(y)
-        if envs["mode"] == "labels":
-            return code
-        assert env is not None
-        # given × label strata; tasks without label strata (regression) keep the given env only
-        active = labels.active.to(y.device)[None, :]
-        given = env[:, None].expand(-1, t) * labels.n_envs
-        return torch.where(active, torch.where(code >= 0, given + code, -1), given)
-
-    # ------------------------------------------------------------------ objective
-    def _batch_envs(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(env [B, T], weight [B, T])`` of a batch: looked up by ``batch.index`` (rows of the
-        training data passed to ``fit``, as the Trainer yields them) in tables computed once in
-        ``fit``, so a step costs one gather; recomputed from the batch without an index."""
-        envs = self._envs
-        assert envs is not None
-        idx = getattr(batch, "index", None)
-        rows_env, rows_w = envs["rows"]
-        if idx is not None and idx.numel() == batch.y.shape[0]:
-            idx = idx.to(rows_env.device)
-            dev = batch.y.device
-            return rows_env[idx].to(dev), rows_w[idx].to(dev)
-        codes = self._env_codes(envs, batch.y, batch.env)
-        return balance_weights(envs["table"], codes, batch.y)
-
-    def _lambda(self, step: int) -> float:
-        return float(self.warmup_invariance if step < int(self.warmup_steps) else self.invariance)
 
     def _task_loss(self, per: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Sum over tasks of the mean loss over observed labels, from per-example losses."""

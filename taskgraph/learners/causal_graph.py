@@ -1,0 +1,480 @@
+r"""The composed learner: one model in which the learned causal task graph decides what is
+shared, with MT-CRL's routing and GMTL's joint inference as node-level parts.
+
+.. code-block:: text
+
+    x ─ ModularEncoder ─ z[B, K, m] ─ routing g[T, K] ─ s0[B, T, d] ─ message passing over
+        (MT-CRL)                       + invariance      task nodes      the learned graph
+                                                                         (GCNet) ─ s1 ─ heads
+                                                                                         │
+    predict: per-task argmax, or GMTL joint decoding with a prior factorised over the
+             learned graph's non-invariant couplings                                    ─┘
+
+1. **Modules and routing** (MT-CRL): task ``t``'s node state is the gated read-out
+   :math:`\mathbf{s}^{(0)}_t = [g_{t1}\mathbf{z}_1 \| \cdots \| g_{tK}\mathbf{z}_K]` of the
+   encoder's modules, with the L1 routing sparsity, the module decorrelation and the IRMv1
+   invariance penalty on the gates across environments (given ``env`` × label strata).
+2. **Learned task graph** (GCNet): the structure-prior generator weights the candidate edges,
+   one round of :class:`~taskgraph.nn.message_passing.TaskMessagePassing`
+   :math:`\mathbf{s}^{(1)}_j = \mathbf{s}^{(0)}_j + \mathrm{ReLU}(\mathbf{W}_{\text{self}}
+   \mathbf{s}^{(0)}_j + \sum_{i \to j} w_{ij} m_{ij} \mathbf{W}_{\text{msg}}\mathbf{s}^{(0)}_i)`
+   where :math:`m_{ij} = 1` before the output-level structure is frozen and
+   :math:`m_{ij} = \mathbb{1}[i \to j \in \hat G]` after it (messages then flow only along the
+   learned causal edges); the output SEM with the acyclicity constraint and the causal EBM
+   trained by ICE learn :math:`\hat G` exactly as in :class:`~taskgraph.learners.GCNet`.
+3. **Joint inference** (GMTL): ``predict`` decodes all tasks jointly,
+   :math:`\arg\max_{\mathbf{y}} \sum_k \log\tilde p(y_k|x)
+   - \alpha \log p_{\text{train}}(\mathbf{y})`
+   with the prior factorised over a graph (``gmtl``): ``"shifting"`` (default) uses the pairs
+   of tasks whose label association differs across the training environments
+   (:func:`~taskgraph.structure.invariance.heterogeneous_pairs`) and that are *not* edges of the
+   learned causal graph — the couplings a confounder made, whose prior is expected to shift;
+   ``"graph"`` uses the skeleton of :math:`\hat G` itself. Per-task temperatures are fitted on
+   the validation data. ``predict_proba`` stays the per-task marginals.
+
+Every part has a switch (``routing``, ``invariance=0``, ``message_passing``, ``structure``,
+``ebm``, ``gmtl=None``), so the ablations are this class. ``docs/architecture.md`` shows how a
+new node-level part plugs in.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import warnings
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from taskgraph.data import MultiTaskData
+from taskgraph.exceptions import ValidationError
+from taskgraph.graph import TaskGraph
+from taskgraph.learners.base import register
+from taskgraph.learners.gcnet import GCNet, _GCNetNet
+from taskgraph.learners.mtcrl import InvariantEnvironments
+from taskgraph.nn.routing import TaskModuleRouter
+from taskgraph.regularizers import RouterInvariancePenalty, decorrelation, env_assignment
+from taskgraph.tasks import Task, TaskSet
+
+__all__ = ["CausalGraph"]
+
+_GMTL_MODES = ("shifting", "graph")
+
+
+def _pairs_json(names: builtins.list[str], pairs: Any) -> str:
+    """Task-name pairs as a JSON string (graph metadata values are scalars)."""
+    return json.dumps([[names[int(i)] for i in p] for p in pairs])
+
+
+@register("causal_graph")
+class CausalGraph(InvariantEnvironments, GCNet):
+    r"""Causal multi-task learner: modules + invariant routing (MT-CRL) → task nodes → message
+    passing over the learned causal task graph (GCNet) → heads → GMTL joint inference.
+
+    Args:
+        n_modules (int): encoder modules ``K`` (a :class:`encoders.ModularEncoder` passed as
+            ``encoder`` keeps its own). (default: :obj:`4`)
+        module_mode (str): ``"split"`` (blocks of the backbone's last layer) or ``"separate"``
+            when a plain backbone is wrapped. (default: :obj:`"split"`)
+        routing (bool): learn the task → module gates; ``False`` reads every module with gate
+            1 (no routing, so no invariance penalty). (default: :obj:`True`)
+        gate_init (float): initial gate. (default: :obj:`0.5`)
+        sparsity (float): L1 weight on the gates. (default: :obj:`1e-2`)
+        decorrelation (float): module decorrelation weight. (default: :obj:`1.0`)
+        invariance (float): IRMv1 weight on the gates after ``warmup_steps``; 0 switches the
+            penalty off. (default: :obj:`5.0`)
+        warmup_steps (int), warmup_invariance (float), environments (str), rebalance
+            (bool, optional), max_envs (int): as in :class:`~taskgraph.learners.MTCRL`.
+        message_passing (bool): message passing between task nodes (off: the heads read
+            :math:`\mathbf{s}^{(0)}`; the prior generator is then off too). (default: True)
+        mp_graph (str): ``"learned"`` (messages only along :math:`\hat G` once frozen) or
+            ``"prior"`` (the prior generator's weights on every candidate edge, as GCNet).
+            (default: :obj:`"learned"`)
+        structure (bool): learn the output-level causal graph (SEM, acyclicity, ICE); off, the
+            message passing uses the prior generator's weights only and ``task_graph_`` has no
+            task → task edges. (default: :obj:`True`)
+        ebm (bool): the causal EBM trained by ICE. (default: :obj:`True`)
+        gmtl (str, optional): ``"shifting"``, ``"graph"`` or ``None`` (per-task argmax).
+            (default: :obj:`"shifting"`)
+        alpha (float): GMTL's prior weight :math:`\alpha \ge 0`. (default: :obj:`1.0`)
+        shift_z (float): threshold of the environment-heterogeneity test. (default: 4.0)
+        **kwargs: :class:`~taskgraph.learners.GCNet` arguments (``threshold``, ``lambda_*``,
+            ``acyclicity``, ``structure_every``, ...) and the
+            :class:`~taskgraph.learners.base.BaseLearner` ones.
+
+    Attributes:
+        task_graph_ (TaskGraph): the learned task → task DAG (``adjacency``, ``raw``) and the
+            module → task routing (``routing``, ``modules``); ``meta["gmtl_pairs"]`` lists the
+            pairs the GMTL prior couples (a JSON string of name pairs) and ``meta["parts"]`` the
+            parts switched on.
+        gmtl_ (GMTL or None): the fitted joint decoder ``predict`` uses.
+    """
+
+    conformance_kwargs: ClassVar[dict[str, Any]] = {"warmup_steps": 2}
+
+    def __init__(
+        self,
+        tasks: TaskSet | builtins.list[Task | str],
+        *,
+        n_modules: int = 4,
+        module_mode: str = "split",
+        routing: bool = True,
+        gate_init: float = 0.5,
+        sparsity: float = 1e-2,
+        decorrelation: float = 1.0,
+        decorrelation_units: int | None = 16,
+        invariance: float = 5.0,
+        warmup_steps: int = 100,
+        warmup_invariance: float = 1.0,
+        environments: str = "auto",
+        rebalance: bool | None = None,
+        max_envs: int = 16,
+        message_passing: bool = True,
+        mp_graph: str = "learned",
+        structure: bool = True,
+        ebm: bool = True,
+        gmtl: str | None = "shifting",
+        alpha: float = 1.0,
+        shift_z: float = 4.0,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.pop("prior", None)
+        kwargs.pop("sem", None)
+        super().__init__(tasks, ebm=ebm, **kwargs)
+        self.n_modules = n_modules
+        self.module_mode = module_mode
+        self.routing = routing
+        self.gate_init = gate_init
+        self.sparsity = sparsity
+        self.decorrelation = decorrelation
+        self.decorrelation_units = decorrelation_units
+        self.invariance = invariance
+        self.warmup_steps = warmup_steps
+        self.warmup_invariance = warmup_invariance
+        self.environments = environments
+        self.rebalance = rebalance
+        self.max_envs = max_envs
+        self.message_passing = message_passing
+        self.mp_graph = mp_graph
+        self.structure = structure
+        self.ebm = ebm
+        self.gmtl = gmtl
+        self.alpha = alpha
+        self.shift_z = shift_z
+
+    # the GCNet switches follow this class's own (prior = message passing, sem = structure)
+    @property
+    def prior(self) -> bool:  # type: ignore[override]
+        return bool(self.message_passing)
+
+    @prior.setter
+    def prior(self, value: bool) -> None:
+        pass
+
+    @property
+    def sem(self) -> bool:  # type: ignore[override]
+        return bool(self.structure)
+
+    @sem.setter
+    def sem(self, value: bool) -> None:
+        pass
+
+    @property
+    def _ebm_on(self) -> bool:
+        return bool(self.ebm)
+
+    # ------------------------------------------------------------------ building
+    def _check_params(self) -> None:
+        if self.ebm and not self.structure:
+            raise ValidationError("ebm: the causal EBM is trained against the learned "
+                                  "structure's interventions; with structure=False pass "
+                                  "ebm=False")
+        super()._check_params()
+        if self.module_mode not in ("split", "separate"):
+            raise ValidationError(f"module_mode: expected 'split' or 'separate', got "
+                                  f"{self.module_mode!r}")
+        if self.mp_graph not in ("learned", "prior"):
+            raise ValidationError(f"mp_graph: expected 'learned' or 'prior', got "
+                                  f"{self.mp_graph!r}")
+        if self.gmtl is not None and self.gmtl not in _GMTL_MODES:
+            raise ValidationError(f"gmtl: expected one of {_GMTL_MODES} or None, got "
+                                  f"{self.gmtl!r}")
+        if self.gmtl == "graph" and not self.structure:
+            raise ValidationError("gmtl: 'graph' factorises the prior over the learned graph; "
+                                  "it needs structure=True")
+        for name in ("sparsity", "decorrelation", "invariance", "warmup_invariance", "alpha",
+                     "shift_z"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    np.isfinite(value) and value >= 0):
+                raise ValidationError(f"{name}: expected a finite number >= 0, got {value!r}")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or (
+                self.warmup_steps < 0):
+            raise ValidationError(
+                f"warmup_steps: expected an integer >= 0, got {self.warmup_steps!r}")
+
+    def _make_modular(self, feature_shape: tuple[int, ...]) -> nn.Module:
+        from encoders import ModularEncoder
+
+        if isinstance(self.encoder, ModularEncoder):
+            return self._make_encoder(feature_shape)
+        backbone = self._make_encoder(feature_shape)
+        k, d = int(self.n_modules), int(backbone.out_dim)
+        if self.module_mode == "split":
+            if d % k:
+                raise ValidationError(
+                    f"n_modules: module_mode='split' needs the backbone width {d} to be a "
+                    f"multiple of n_modules={k}")
+            return ModularEncoder(backbone, k=k, module_dim=d // k, mode="split")
+        return ModularEncoder(backbone, k=k, module_dim=max(1, int(self.hidden) // k),
+                              mode="separate")
+
+    def _build(self, feature_shape: tuple[int, ...], train: MultiTaskData | None) -> nn.Module:
+        self._check_params()
+        t = len(self.tasks_set_)
+        feat_edges = self._feature_edges(train, t)
+        from taskgraph.structure.prior import candidate_edges
+
+        sem_edges = candidate_edges("all", t) if t <= self.dense_limit else feat_edges
+        init = None
+        if self.graph is not None and self.sem:
+            a = torch.as_tensor(self.graph.adjacency != 0)
+            init = torch.where(a[sem_edges[0], sem_edges[1]], torch.tensor(0.5),
+                               torch.tensor(0.0))
+        enc = self._make_modular(feature_shape)
+        k, m = int(enc.k), int(enc.module_dim)
+        router = TaskModuleRouter(t, k, m, init=float(self.gate_init))
+        if not self.routing:
+            router.logits.requires_grad_(False)
+            with torch.no_grad():
+                router.logits.fill_(40.0)       # sigmoid(40) == 1 in float32
+        sem_in = int(np.prod(feature_shape)) if self.sem_unary == "linear" else int(enc.out_dim)
+        net = _GCNetNet(enc, self.tasks_set_, self.layout_, feat_edges, sem_edges,
+                        int(router.out_dim), bool(self.prior), bool(self.sem), self._ebm_on,
+                        init, int(self.seed), sem_in=sem_in, router=router,
+                        message_passing=bool(self.message_passing))
+        self._init_structure_state(net, t)
+        self._step = 0
+        self._envs = None
+        if train is not None and self.routing:
+            self._envs = self._setup_envs(train)
+        self._penalty = RouterInvariancePenalty("irmv1")
+        self._gmtl_state: dict[str, Any] | None = None
+        self.__dict__.pop("gmtl_", None)
+        return net
+
+    def _make_ebm(self, net: _GCNetNet) -> None:
+        if self._ebm_on:
+            from taskgraph.structure.ebm import CausalEBM
+
+            self._ebm = CausalEBM(net.sem.edge_index.cpu(), len(self.tasks_set_), self._n_states)
+
+    # ------------------------------------------------------------------ objective
+    def _loss(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        net, lay = self.model_, self.layout_
+        step = self._step
+        if net.training:
+            self._step += 1
+        gates = net.router.gates()
+        lam = self._lambda(step) if self._envs is not None else 0.0
+        logs: dict[str, float] = {}
+        if lam > 0:
+            env, weight = self._batch_envs(batch)
+            member = env_assignment(env, int(self._envs["n_envs"])).to(gates.dtype)
+            t, k = gates.shape
+            delta = self._penalty.shift(member.shape[-1], t, k, like=gates)
+            ex_gates = gates * (1.0 + torch.einsum("bte,etk->btk", member, delta))
+            h, s0, w, s1 = net.states(batch.x, ex_gates, gates)
+            out = net.heads(s1)
+            shift = self._penalty.shift(member.shape[-1], t, out.shape[-1], like=out)
+            out_p = out + torch.einsum("bte,etc->btc", member, shift) * net.heads.col_mask
+            per = lay.per_example_loss(out_p, batch.y)
+            pen = self._penalty(per, member * weight[..., None], [delta, shift]).sum()
+        else:
+            h, s0, w, s1 = net.states(batch.x)
+            out = net.heads(s1)
+            per = lay.per_example_loss(out, batch.y)
+            pen = None
+        count = (~torch.isnan(batch.y)).sum(dim=0).clamp_min(1)
+        task = (per.sum(dim=0) / count).sum()
+        loss = task + (self.lambda_prior_l1 * w.mean() if self.prior else 0.0)
+        logs["task_loss"] = float(task.detach())
+        if self.routing and float(self.sparsity) > 0:
+            loss = loss + float(self.sparsity) * net.router.sparsity("l1")
+        if float(self.decorrelation) > 0:
+            z = h.view(h.shape[0], net.router.n_modules, net.router.module_dim)
+            dec = decorrelation(z, "corr", max_units=self.decorrelation_units)
+            loss = loss + float(self.decorrelation) * dec
+        if self.prior or self.sem:
+            loss = loss + self._structure_step(batch, epoch, h, s0, w, s1, out)
+        if pen is not None:
+            loss = loss + lam * pen
+            logs["invariance"] = float(pen.detach())
+            if lam > 1.0:
+                loss = loss / lam
+        return loss, logs
+
+    def _structure_step(self, batch: Any, epoch: int, h: torch.Tensor, s0: torch.Tensor,
+                        w: torch.Tensor, s1: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """GCNet's structure objective every ``structure_every``-th batch (on that batch)."""
+        self._buffer.append(None)
+        if len(self._buffer) < int(self.structure_every):
+            return out.new_zeros(())
+        self._buffer = []
+        return self._structure_loss(batch, epoch, h, s0, w, s1, out)
+
+    def _on_epoch_end(self, epoch: int, train: MultiTaskData) -> dict[str, float]:
+        was_frozen = bool(self.sem and self.model_.sem.frozen)
+        row = super()._on_epoch_end(epoch, train)
+        if self.sem and self.mp_graph == "learned" and self.message_passing and (
+                self.model_.sem.frozen and not was_frozen):
+            self._restrict_messages()
+        g = self.model_.router.routing()
+        row["gate_mean"] = float(g.mean())
+        return row
+
+    @torch.no_grad()
+    def _restrict_messages(self) -> None:
+        """From the epoch the structure is frozen on, messages flow along the learned DAG."""
+        net = self.model_
+        learned = torch.as_tensor(self._learned_graph().adjacency != 0)
+        src, dst = net.edge_index.cpu()
+        net.edge_mask.copy_(learned[src, dst].to(net.edge_mask))
+
+    # ------------------------------------------------------------------ GMTL
+    def fit(self, train: MultiTaskData, val: MultiTaskData | None = None,
+            epochs: int | None = None, **kwargs: Any) -> CausalGraph:
+        super().fit(train, val=val, epochs=epochs, **kwargs)
+        self._fit_gmtl(train, val)
+        return self
+
+    def _gmtl_pairs(self, train: MultiTaskData) -> builtins.list[tuple[int, int]]:
+        from taskgraph.structure.invariance import heterogeneous_pairs
+
+        g = self._learned_graph()
+        skel = g.skeleton() if self.sem else np.zeros((len(g.names),) * 2, dtype=bool)
+        if self.gmtl == "graph":
+            return [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(skel, 1)))]
+        return heterogeneous_pairs(train.y, train.env, self.tasks_set_, z=float(self.shift_z))
+
+    def _fit_gmtl(self, train: MultiTaskData, val: MultiTaskData | None) -> None:
+        from taskgraph.inference import JointPrior, TemperatureScaler
+
+        self._gmtl_state = None
+        self.__dict__.pop("gmtl_", None)
+        if self.gmtl is None or float(self.alpha) == 0:
+            return
+        pairs = self._gmtl_pairs(train)
+        if not pairs:
+            return
+        t = len(self.tasks_set_)
+        adj = np.zeros((t, t))
+        for i, j in pairs:
+            adj[i, j] = 1.0
+        names = self.tasks_set_.names
+        coupled = sorted({names[i] for p in pairs for i in p})
+        prior = JointPrior.fit(train, kind="graph", graph=adj, tasks=coupled)
+        cal = None
+        if val is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cal = TemperatureScaler().fit(self, val)
+        self._gmtl_state = {
+            "pairs": [builtins.list(p) for p in pairs],
+            "coupled": builtins.list(prior.task_index),
+            "unary": builtins.list(prior.unary),
+            "edges": [builtins.list(e) for e in prior._edges],
+            "pairwise": builtins.list(prior.pairwise),
+            "pseudocount": prior.pseudocount,
+            "n_rows": prior.n_rows,
+            "temperature": None if cal is None else cal.temperature_,
+        }
+        self._make_gmtl()
+        self.task_graph_ = self._learned_graph()
+
+    def _make_gmtl(self) -> None:
+        from taskgraph.inference import GMTL, JointPrior, TemperatureScaler
+
+        st = self._gmtl_state
+        if st is None:
+            return
+        prior = JointPrior(self.tasks_set_, "graph", st["coupled"], unary=st["unary"],
+                           edges=[tuple(e) for e in st["edges"]], pairwise=st["pairwise"],
+                           pseudocount=st["pseudocount"], n_rows=st["n_rows"],
+                           graph_source="causal_graph")
+        cal = None
+        if st["temperature"] is not None:
+            cal = TemperatureScaler()
+            cal.temperature_ = st["temperature"]
+            cal.tasks_ = self.tasks_set_
+            cal.n_classes_ = [tk.n_classes if tk.is_classification else None
+                              for tk in self.tasks_set_]
+        self.gmtl_ = GMTL(prior, alpha=float(self.alpha), calibration=cal)
+
+    def predict(self, x: Any, inference: Any = None) -> torch.Tensor:
+        """Labels ``[N, T]``: GMTL joint decoding with the fitted prior (``gmtl_``) by default;
+        ``inference="independent"`` gives the per-task argmax, any other decoder is used as
+        given."""
+        if inference is None and getattr(self, "gmtl_", None) is not None:
+            inference = self.gmtl_
+        return super().predict(x, inference=inference)
+
+    def evaluate(self, data: MultiTaskData, inference: Any = None) -> dict[str, float]:
+        if inference is None and getattr(self, "gmtl_", None) is not None:
+            inference = self.gmtl_
+        return super().evaluate(data, inference=inference)
+
+    # ------------------------------------------------------------------ state
+    def _train_state(self) -> dict[str, Any]:
+        state = super()._train_state() if self.sem else {}
+        state["step"] = int(getattr(self, "_step", 0))
+        if getattr(self, "_gmtl_state", None) is not None:
+            state["gmtl"] = self._gmtl_state
+        return state
+
+    def _load_train_state(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        self._step = int(state.get("step", 0))
+        if self.sem and "al" in state:
+            super()._load_train_state(state)
+        elif self._ebm_on:
+            self._make_ebm(self.model_)
+        self._gmtl_state = state.get("gmtl")
+        self._make_gmtl()
+
+    # ------------------------------------------------------------------ graph
+    @torch.no_grad()
+    def _learned_graph(self) -> TaskGraph:
+        names = self.tasks_set_.names
+        routing = self.model_.router.routing().cpu().double().numpy()
+        modules = [f"module_{j}" for j in range(routing.shape[1])]
+        meta: dict[str, Any] = {"learner": self.name, "parts": ",".join(self._parts())}
+        st = getattr(self, "_gmtl_state", None)
+        if st is not None:
+            meta["gmtl_pairs"] = _pairs_json(names, st["pairs"])
+        if self.sem:
+            g = super()._learned_graph()
+            return TaskGraph(g.adjacency, names, raw=g.raw, candidates=g.candidates,
+                             routing=routing, modules=modules, learned=True,
+                             meta={**g.meta, **meta})
+        return TaskGraph(np.zeros((len(names), len(names))), names, routing=routing,
+                         modules=modules, learned=True, meta=meta)
+
+    def _parts(self) -> builtins.list[str]:
+        parts = ["modules"]
+        if self.routing:
+            parts.append("routing")
+            if float(self.invariance) > 0 or float(self.warmup_invariance) > 0:
+                parts.append("invariance")
+        if self.message_passing:
+            parts.append("message_passing")
+        if self.structure:
+            parts.append("structure")
+        if self._ebm_on:
+            parts.append("ebm")
+        if self.gmtl is not None and float(self.alpha) > 0:
+            parts.append(f"gmtl:{self.gmtl}")
+        return parts
