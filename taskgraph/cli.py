@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -20,8 +21,29 @@ DISCOVERY = ("pc", "ges", "lingam", "corr")
 FORMATS = ("graphml", "gexf", "json", "dot", "csv")
 
 
+def _int_at_least(low: int, what: str):
+    """An argparse ``type`` for integers >= ``low``; the error names the expectation (argparse
+    adds the option name) and exits with status 2."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+_NONNEG = _int_at_least(0, "an integer >= 0")
+_POSITIVE = _int_at_least(1, "an integer >= 1")
+
+
 def _benchmark(name: str, seed: int, quick: bool) -> Any:
     import taskgraph as tg
+    from taskgraph.exceptions import ValidationError
 
     if name == "planted_dag":
         return tg.datasets.planted_dag(n_tasks=10, n_edges=15,
@@ -30,8 +52,8 @@ def _benchmark(name: str, seed: int, quick: bool) -> Any:
         return tg.datasets.confounded(n_per_env=500 if quick else 1500, seed=seed)
     if name == "anticausal":
         return tg.datasets.anticausal(n_samples=1000 if quick else 4000, seed=seed)
-    raise SystemExit(f"--benchmark: unknown benchmark {name!r}; "
-                     "choose planted_dag, confounded or anticausal")
+    raise ValidationError(f"--benchmark: unknown benchmark {name!r}; "
+                          "choose planted_dag, confounded or anticausal")
 
 
 def _write_json(path: Path, payload: Any) -> None:
@@ -107,7 +129,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one learner on a synthetic benchmark, print its metrics and save it."""
     import taskgraph as tg
+    from taskgraph.exceptions import ValidationError
 
+    tg.learners.get(args.learner)  # an unknown name fails before any data is built
+    if args.resume and not args.checkpoint:
+        raise ValidationError("--resume: needs --checkpoint PATH (the file to continue from)")
     bench = _benchmark(args.benchmark, args.seed, args.quick)
     learner = tg.learners.create(args.learner, bench.tasks, epochs=args.epochs, seed=args.seed,
                                  verbose=args.verbose)
@@ -190,14 +216,16 @@ def cmd_shift(args: argparse.Namespace) -> int:
     )
 
     t_start = time.perf_counter()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     try:
         alphas = [float(a) for a in args.alphas.split(",") if a.strip()]
     except ValueError:
-        print(f"taskgraph shift: error: --alphas: expected numbers like 0,0.5,1, got "
-              f"{args.alphas!r}", file=sys.stderr)
+        alphas = []
+    if not alphas or not all(math.isfinite(a) and a >= 0 for a in alphas):
+        print(f"taskgraph shift: error: --alphas: expected finite numbers >= 0 like 0,0.5,1, "
+              f"got {args.alphas!r}", file=sys.stderr)
         return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     n_train, n_test = (1000, 1000) if args.quick else (4000, 4000)
     bench = tg.datasets.anticausal(n_samples=n_train, seed=args.seed, n_test=n_test)
     try:
@@ -285,10 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="planted-DAG demo: learners vs PC/GES/LiNGAM, one table",
                        description=cmd_demo.__doc__)
     d.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    d.add_argument("--tasks", type=int, default=10, help="number of tasks (default: 10)")
-    d.add_argument("--edges", type=int, default=15, help="planted edges (default: 15)")
-    d.add_argument("--samples", type=int, default=5000, help="training rows (default: 5000)")
-    d.add_argument("--epochs", type=int, default=30, help="training epochs (default: 30)")
+    d.add_argument("--tasks", type=_int_at_least(2, "an integer >= 2"), default=10,
+                   help="number of tasks (default: 10)")
+    d.add_argument("--edges", type=_NONNEG, default=15, help="planted edges (default: 15)")
+    d.add_argument("--samples", type=_POSITIVE, default=5000,
+                   help="training rows (default: 5000)")
+    d.add_argument("--epochs", type=_NONNEG, default=30, help="training epochs (default: 30)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--verbose", action="store_true", default=None, help="progress bars")
     d.set_defaults(func=cmd_demo)
@@ -298,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("learner", help="registered learner name (see `taskgraph list`)")
     t.add_argument("--benchmark", default="planted_dag",
                    help="planted_dag | confounded | anticausal (default: planted_dag)")
-    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--epochs", type=_NONNEG, default=30)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--quick", action="store_true", help="smaller data")
     t.add_argument("--checkpoint", help="checkpoint file written every epoch")
@@ -327,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--benchmarks", nargs="+", metavar="NAME",
                    help="benchmarks (default: every available one; see --list)")
     b.add_argument("--seeds", nargs="+", type=int, help="seeds (default: 0 1 2; --quick: 0)")
-    b.add_argument("--epochs", type=int, help="override every benchmark's epochs")
+    b.add_argument("--epochs", type=_NONNEG, help="override every benchmark's epochs")
     b.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     b.add_argument("--out", help="results folder (default: runs/bench or runs/bench/quick)")
     b.add_argument("--docs", help="Markdown file to update (default: docs/benchmarks.md, "
@@ -346,11 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="JointPrior kind used for decoding (default: full)")
     sh.add_argument("--alphas", default="0,0.25,0.5,0.75,1",
                     help="comma-separated alphas (default: 0,0.25,0.5,0.75,1)")
-    sh.add_argument("--n-reps", type=int, default=1000,
+    sh.add_argument("--n-reps", type=_POSITIVE, default=1000,
                     help="importance-sampling repetitions (default: 1000)")
     sh.add_argument("--no-calibrate", action="store_true",
                     help="skip per-task temperature scaling on the validation split")
-    sh.add_argument("--epochs", type=int, help="training epochs (default: 150, quick: 60)")
+    sh.add_argument("--epochs", type=_NONNEG,
+                    help="training epochs (default: 150, quick: 60)")
     sh.add_argument("--seed", type=int, default=0)
     sh.add_argument("--quick", action="store_true", help="smaller data")
     sh.add_argument("--out", default="runs/shift", help="output folder (default: runs/shift)")
@@ -363,8 +394,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; a bad argument or input prints ``taskgraph COMMAND: error: ...``
+    (the message names the argument) and returns 2, as argparse does for its own errors."""
+    from taskgraph.exceptions import TaskGraphError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except TaskGraphError as exc:
+        print(f"taskgraph {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

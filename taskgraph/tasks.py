@@ -136,6 +136,11 @@ class TaskSet(Sequence[Task]):
     """
 
     def __init__(self, tasks: Iterable[Task | str]) -> None:
+        if isinstance(tasks, (str, bytes)) or not isinstance(tasks, Iterable):
+            raise ValidationError(
+                f"tasks: expected a TaskSet or a list of Task objects / task names, got "
+                f"{type(tasks).__name__}" + (f" {tasks!r}" if isinstance(tasks, str) else "")
+            )
         items: list[Task] = []
         for t in tasks:
             if isinstance(t, str):

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from taskgraph.data import MultiTaskData
-from taskgraph.exceptions import ValidationError
+from taskgraph.exceptions import UnknownTaskError, ValidationError
 from taskgraph.graph import TaskGraph
 from taskgraph.inference.calibration import TemperatureScaler, task_log_probs
 from taskgraph.tasks import Task, TaskSet
@@ -542,7 +542,7 @@ def _graph_edges(graph: Any, tasks: TaskSet, index: list[int]) -> list[tuple[int
         unknown = sorted(set(graph.names) - set(tasks.names))
         missing = sorted(set(tasks.names) - set(graph.names))
         if unknown or missing:
-            raise ValidationError(
+            raise UnknownTaskError(
                 f"graph: its tasks must be the data's tasks; unknown in the graph: {unknown}, "
                 f"missing from the graph: {missing}"
             )

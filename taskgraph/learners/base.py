@@ -22,6 +22,8 @@ from __future__ import annotations
 import builtins
 import copy
 import inspect
+import math
+import numbers
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -68,8 +70,21 @@ def get(name: str) -> type[BaseLearner]:
 
 
 def create(name: str, tasks: TaskSet | builtins.list[Task | str], **kwargs: Any) -> BaseLearner:
-    """Build the learner registered as ``name`` over ``tasks`` with constructor ``kwargs``."""
-    return get(name)(tasks, **kwargs)
+    """Build the learner registered as ``name`` over ``tasks`` with constructor ``kwargs``.
+
+    Raises:
+        ValidationError: for an unknown ``name`` or a keyword that is not a constructor
+            argument of that learner (the message names it and lists the valid ones).
+    """
+    klass = get(name)
+    valid = klass._param_names()
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ValidationError(
+            f"{unknown[0]}: not a parameter of {klass.__name__} (learner {klass.name!r}); "
+            f"valid: {sorted(p for p in valid if p != 'tasks')}"
+        )
+    return klass(tasks, **kwargs)
 
 
 def list() -> builtins.list[str]:  # noqa: A001 - the registry's public verb, as timm/torch.hub
@@ -106,6 +121,41 @@ def graph_from_state(state: dict[str, Any]) -> TaskGraph:
         learned=state["learned"],
         meta=state["meta"],
     )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def check_common_params(learner: BaseLearner) -> None:
+    """Validate the constructor arguments every learner shares (called by ``fit``: the
+    constructor only stores them, as in scikit-learn). Each error names the argument."""
+    if not _is_int(learner.hidden) or learner.hidden < 1:
+        raise ValidationError(f"hidden: expected a positive integer, got {learner.hidden!r}")
+    if not _is_int(learner.batch_size) or learner.batch_size < 1:
+        raise ValidationError(
+            f"batch_size: expected a positive integer, got {learner.batch_size!r}")
+    for name, lo in (("lr", None), ("weight_decay", 0.0)):
+        v = getattr(learner, name)
+        ok = isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and (
+            math.isfinite(float(v)))
+        if not ok or (lo is None and float(v) <= 0) or (lo is not None and float(v) < lo):
+            want = "a finite number > 0" if lo is None else "a finite number >= 0"
+            raise ValidationError(f"{name}: expected {want}, got {v!r}")
+    if learner.patience is not None and (not _is_int(learner.patience) or learner.patience < 1):
+        raise ValidationError(
+            f"patience: expected a positive integer or None, got {learner.patience!r}")
+    if not _is_int(learner.seed):
+        raise ValidationError(f"seed: expected an integer, got {learner.seed!r}")
+    if learner.verbose is not None and not isinstance(learner.verbose, (bool, np.bool_)):
+        raise ValidationError(f"verbose: expected True, False or None, got {learner.verbose!r}")
+    try:
+        torch.device(learner.device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ValidationError(
+            f"device: expected a torch device such as 'cpu' or 'cuda:0', got "
+            f"{learner.device!r} ({str(exc).splitlines()[0][:120]})"
+        ) from None
 
 
 class BaseLearner:
@@ -301,6 +351,7 @@ class BaseLearner:
         from taskgraph.train import Trainer
 
         tasks = self.tasks_
+        check_common_params(self)
         if not isinstance(train, MultiTaskData):
             raise ValidationError(f"train: expected MultiTaskData, got {type(train).__name__}")
         train.check_compatible(tasks, "train")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import builtins
+import numbers
 
 import torch
 from torch import nn
 
 from taskgraph.data import MultiTaskData
+from taskgraph.exceptions import ValidationError
 from taskgraph.graph import TaskGraph
 from taskgraph.learners.base import BaseLearner, register
 from taskgraph.nn.heads import TaskHeads
@@ -63,6 +65,12 @@ class MMoE(BaseLearner):
         self.expert_dim = expert_dim
 
     def _build(self, feature_shape: tuple[int, ...], train: MultiTaskData | None) -> nn.Module:
+        for name in ("n_experts", "expert_dim"):
+            v = getattr(self, name)
+            if name == "expert_dim" and v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+                raise ValidationError(f"{name}: expected a positive integer, got {v!r}")
         enc = self._make_encoder(feature_shape)
         dim = int(self.expert_dim or self.hidden)
         self._routing_x = None if train is None else train.x[:2048]

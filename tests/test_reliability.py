@@ -1,0 +1,284 @@
+"""Reliability (issue #7): bad input gets a clear error, nothing is lost, results reproduce.
+
+1. one table of bad inputs across every public boundary, each raising the library's own
+   exception with a message that names the argument; the command line reports them cleanly;
+2. missing labels in every loss, metric, prior, EBM likelihood and benchmark, and a
+   property-based test training every registered learner on randomly missing labels;
+3. a training run killed with SIGKILL resumes to bit-identical weights (real subprocesses);
+4. safe loading: nothing is unpickled beyond tensors and plain values;
+5. EBM inference, GMTL decoding and the acyclicity term stay finite for extreme inputs;
+6. the same seed gives the same data, graph and metrics in two fresh processes.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import taskgraph as tg
+from taskgraph import MultiTaskData, Task, TaskGraph, TaskSet
+from taskgraph.cli import main
+from taskgraph.exceptions import (
+    CheckpointError,
+    CycleError,
+    GraphFileError,
+    GraphFormatError,
+    NotFittedError,
+    TaskGraphError,
+    UnknownTaskError,
+    ValidationError,
+)
+from taskgraph.inference import GMTL, JointPrior, TemperatureScaler
+from taskgraph.learners import create, load_learner
+from taskgraph.structure import discover
+from taskgraph.structure.acyclicity import acyclicity
+from taskgraph.structure.ebm import CausalEBM
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------- shared objects
+def _tiny(n: int = 40, seed: int = 0) -> MultiTaskData:
+    g = np.random.default_rng(seed)
+    x = g.normal(size=(n, 3)).astype(np.float32)
+    y = np.stack([x[:, 0] > 0, x[:, 1] > 0], axis=1).astype(float)
+    return MultiTaskData(x, y, ["a", "b"])
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Fitted learner, files and data the bad-input table refers to (built once)."""
+    root = tmp_path_factory.mktemp("reliability")
+    data = _tiny()
+    learner = create("hard_sharing", data.tasks, epochs=1, hidden=8, verbose=False).fit(data)
+    model = learner.save(root / "model.pt")
+    truncated = root / "truncated.pt"
+    truncated.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    foreign = root / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    ckpt = root / "run.ckpt"
+    create("hard_sharing", data.tasks, epochs=1, hidden=8, verbose=False).fit(
+        data, checkpoint=ckpt)
+    mmoe_ckpt = root / "mmoe.ckpt"
+    create("mmoe", data.tasks, epochs=1, hidden=8, verbose=False).fit(
+        data, checkpoint=mmoe_ckpt)
+    unknown_graph = TaskGraph([[0, 1], [0, 0]], ["a", "zz"]).save(root / "unknown.json")
+    cyclic_graph = TaskGraph([[0, 1], [1, 0]], ["a", "b"]).save(root / "cyclic.graphml")
+    broken_graph = root / "broken.graphml"
+    broken_graph.write_text("<graphml><graph edgedefault='directed'><node id='a'/>")
+    other = MultiTaskData(data.x, data.y, ["a", "c"])
+    return SimpleNamespace(root=root, data=data, learner=learner, model=model,
+                           truncated=truncated, foreign=foreign, ckpt=ckpt, mmoe_ckpt=mmoe_ckpt,
+                           unknown_graph=unknown_graph, cyclic_graph=cyclic_graph,
+                           broken_graph=broken_graph, other=other)
+
+
+def _data(**kw):
+    base = dict(x=np.zeros((4, 3)), y=np.array([[0, 1], [1, 0], [np.nan, 1], [0, 0]], float),
+                tasks=["a", "b"])
+    base.update(kw)
+    return MultiTaskData(**base)
+
+
+def _fit(e, **kw):
+    params = dict(epochs=1, hidden=8, verbose=False)
+    params.update(kw)
+    return create("hard_sharing", e.data.tasks, **params).fit(e.data)
+
+
+_MIXED = TaskSet([Task("b", "binary"), Task("m", "multiclass", 3), Task("r", "regression")])
+_PAIR_EBM = (torch.tensor([[0], [1]]), 2, [2, 2])
+
+# (id, call(env), exception type, regex the message must match: it names the argument)
+BAD_INPUTS = [
+    # ---- data
+    ("x_nan", lambda e: _data(x=np.full((4, 3), np.nan)), ValidationError, r"^x: .*NaN"),
+    ("x_inf", lambda e: _data(x=np.full((4, 3), np.inf)), ValidationError, r"^x: .*inf"),
+    ("y_rows_differ_from_x", lambda e: _data(x=np.zeros((5, 3))), ValidationError,
+     r"^y: has 4 rows but x has 5"),
+    ("binary_label_out_of_range", lambda e: _data(y=np.array([[0, 2]] * 4, float)),
+     ValidationError, r"^y: task 'b' labels must lie in 0\.\.1"),
+    ("multiclass_label_not_integral",
+     lambda e: MultiTaskData(np.zeros((2, 1)), [[0, 1.5, 0.1], [1, 2, 0.2]], _MIXED),
+     ValidationError, r"^y: task 'm' is multiclass; labels must be integral"),
+    ("tasks_not_a_list", lambda e: MultiTaskData(np.zeros((2, 1)), np.zeros((2, 1)), None),
+     ValidationError, r"^tasks: expected a TaskSet"),
+    ("tasks_bare_string", lambda e: TaskSet("ab"), ValidationError, r"^tasks: .*got str"),
+    ("env_not_integral", lambda e: _data(env=np.full(4, 0.5)), ValidationError, r"^env: "),
+    ("do_wrong_shape", lambda e: _data(do=np.zeros((4, 3), bool)), ValidationError,
+     r"^do: expected shape \[4, 2\]"),
+    ("split_fractions", lambda e: e.data.split([0.7, 0.7]), ValidationError, r"^fractions: "),
+    # ---- tasks
+    ("task_kind", lambda e: Task("a", "ordinal"), ValidationError, r"kind must be one of"),
+    ("multiclass_one_class", lambda e: Task("m", "multiclass", 1), ValidationError,
+     r"n_classes >= 2"),
+    ("duplicate_task_names", lambda e: TaskSet(["a", "b", "a"]), UnknownTaskError,
+     r"^tasks: duplicate task names \['a'\]"),
+    ("unknown_task_selected", lambda e: e.data.select_tasks(["a", "zz"]), UnknownTaskError,
+     r"unknown task 'zz'"),
+    # ---- learners
+    ("unknown_learner", lambda e: create("no_such", ["a"]), ValidationError,
+     r"^name: unknown learner 'no_such'"),
+    ("unknown_learner_argument", lambda e: create("hard_sharing", ["a"], hiden=8),
+     ValidationError, r"^hiden: not a parameter of HardSharing"),
+    ("hidden_zero", lambda e: _fit(e, hidden=0), ValidationError, r"^hidden: .*positive"),
+    ("hidden_not_int", lambda e: _fit(e, hidden="8"), ValidationError, r"^hidden: "),
+    ("batch_size_zero", lambda e: _fit(e, batch_size=0), ValidationError, r"^batch_size: "),
+    ("lr_negative", lambda e: _fit(e, lr=-1e-3), ValidationError, r"^lr: .*> 0"),
+    ("weight_decay_negative", lambda e: _fit(e, weight_decay=-1.0), ValidationError,
+     r"^weight_decay: .*>= 0"),
+    ("seed_not_int", lambda e: _fit(e, seed="zero"), ValidationError, r"^seed: "),
+    ("device_unknown", lambda e: _fit(e, device="gpu9"), ValidationError, r"^device: "),
+    ("patience_zero", lambda e: _fit(e, patience=0), ValidationError, r"^patience: "),
+    ("epochs_negative", lambda e: e.learner.clone().fit(e.data, epochs=-1), ValidationError,
+     r"^epochs: "),
+    ("mmoe_no_experts",
+     lambda e: create("mmoe", e.data.tasks, n_experts=0, verbose=False).fit(e.data),
+     ValidationError, r"^n_experts: expected a positive integer"),
+    ("task_without_labels",
+     lambda e: e.learner.clone().fit(_data(y=np.array([[0, np.nan]] * 4))),
+     ValidationError, r"^train: tasks \['b'\] have no observed labels"),
+    ("train_not_data", lambda e: e.learner.clone().fit(e.data.x), ValidationError,
+     r"^train: expected MultiTaskData"),
+    ("val_other_tasks", lambda e: e.learner.clone().fit(e.data, val=e.other), ValidationError,
+     r"^val: its tasks .* differ"),
+    ("predict_before_fit", lambda e: e.learner.clone().predict(e.data.x), NotFittedError,
+     r"not fitted yet: call fit\(\)"),
+    ("predict_nan_features", lambda e: e.learner.predict(np.full((2, 3), np.nan)),
+     ValidationError, r"^x: features must be finite"),
+    ("predict_wrong_width", lambda e: e.learner.predict(np.zeros((2, 4))), ValidationError,
+     r"^x: expected features of shape \(3,\)"),
+    ("evaluate_other_tasks", lambda e: e.learner.evaluate(e.other), ValidationError,
+     r"^data: its tasks .* differ"),
+    # ---- inference options
+    ("inference_not_decoder", lambda e: e.learner.predict(e.data.x, inference="joint"),
+     ValidationError, r"^inference: expected None, 'independent'"),
+    ("alpha_negative", lambda e: GMTL(JointPrior.fit(e.data), alpha=-0.5), ValidationError,
+     r"^alpha: expected a finite value >= 0"),
+    ("alpha_nan", lambda e: GMTL(JointPrior.fit(e.data), alpha=float("nan")), ValidationError,
+     r"^alpha: "),
+    ("prior_other_tasks",
+     lambda e: e.learner.predict(e.data.x, inference=GMTL(JointPrior.fit(e.other))),
+     ValidationError, r"^inference: a prior whose tasks differ from the learner's"),
+    ("prior_kind", lambda e: JointPrior.fit(e.data, kind="joint"), ValidationError,
+     r"^kind: expected one of"),
+    ("prior_pseudocount", lambda e: JointPrior.fit(e.data, pseudocount=-1), ValidationError,
+     r"^pseudocount: "),
+    ("gmtl_method", lambda e: GMTL(JointPrior.fit(e.data), method="beam"), ValidationError,
+     r"^method: expected one of"),
+    ("calibration_val_not_data", lambda e: TemperatureScaler().fit(e.learner, e.data.x),
+     ValidationError, r"^val: "),
+    # ---- graphs and graph files
+    ("adjacency_nan", lambda e: TaskGraph([[0, np.nan], [0, 0]], ["a", "b"]), ValidationError,
+     r"^adjacency: entries must be finite"),
+    ("routing_out_of_range", lambda e: TaskGraph(np.zeros((2, 2)), ["a", "b"],
+                                                 routing=[[2.0], [0.0]]),
+     ValidationError, r"^routing: gates must lie in \[0, 1\]"),
+    ("graph_file_unknown_tasks",
+     lambda e: JointPrior.fit(e.data, graph=TaskGraph.load(e.unknown_graph)), UnknownTaskError,
+     r"^graph: .*unknown in the graph: \['zz'\]"),
+    ("graph_file_cycle_where_dag_required",
+     lambda e: TaskGraph.load(e.cyclic_graph).topological_order(), CycleError,
+     r"not a DAG; it has the cycle"),
+    ("graph_file_missing", lambda e: TaskGraph.load(e.root / "nowhere.graphml"), GraphFileError,
+     r"cannot read .*nowhere\.graphml.*no such file"),
+    ("graph_file_broken", lambda e: TaskGraph.load(e.broken_graph), GraphFormatError,
+     r"broken\.graphml.* is not a valid task graph"),
+    ("graph_file_format", lambda e: TaskGraph.empty(["a"]).save(e.root / "g.xlsx"),
+     ValidationError, r"^path: cannot infer the file format"),
+    ("structure_other_tasks",
+     lambda e: tg.metrics.structure(TaskGraph.empty(["a", "b"]), TaskGraph.empty(["a", "c"])),
+     ValidationError, r"^pred: task names"),
+    # ---- checkpoints
+    ("checkpoint_truncated", lambda e: load_learner(e.truncated), CheckpointError,
+     r"^path: .*truncated.pt' is not a readable taskgraph file"),
+    ("checkpoint_foreign", lambda e: load_learner(e.foreign), CheckpointError,
+     r"^path: .*is not a taskgraph\.learner file"),
+    ("checkpoint_other_tasks", lambda e: load_learner(e.model, tasks=e.other.tasks),
+     CheckpointError, r"^tasks: the file was trained on"),
+    ("checkpoint_missing", lambda e: load_learner(e.root / "none.pt"), CheckpointError,
+     r"^path: no such file"),
+    ("resume_other_task_set",
+     lambda e: create("hard_sharing", e.other.tasks, epochs=2, hidden=8, verbose=False).fit(
+         e.other, checkpoint=e.ckpt, resume=True),
+     CheckpointError, r"^resume: checkpoint .* different task set"),
+    ("resume_other_learner",
+     lambda e: create("hard_sharing", e.data.tasks, epochs=2, hidden=8, verbose=False).fit(
+         e.data, checkpoint=e.mmoe_ckpt, resume=True),
+     CheckpointError, r"^resume: checkpoint .* is for learner 'mmoe'"),
+    ("resume_without_checkpoint", lambda e: e.learner.clone().fit(e.data, resume=True),
+     ValidationError, r"^resume: resume=True needs checkpoint="),
+    # ---- structure parts and benchmarks
+    ("acyclicity_not_square", lambda e: acyclicity(torch.zeros(2, 3)), ValidationError,
+     r"^adjacency: expected a square"),
+    ("ebm_phi_shape", lambda e: CausalEBM(*_PAIR_EBM).mean_field(torch.zeros(3, 2), None),
+     ValidationError, r"^phi: expected shape"),
+    ("ebm_label_out_of_range",
+     lambda e: CausalEBM(*_PAIR_EBM).log_unnorm(torch.tensor([[0.0, 5.0]]),
+                                                torch.zeros(2, 2), None),
+     ValidationError, r"^y: label 5\.0 of task 1"),
+    ("discover_method", lambda e: discover(e.data, method="magic"), ValidationError,
+     r"^method: unknown method 'magic'"),
+    ("benchmark_too_few_tasks", lambda e: tg.datasets.planted_dag(n_tasks=1), ValidationError,
+     r"^n_tasks: "),
+    ("benchmark_too_many_edges", lambda e: tg.datasets.planted_dag(n_tasks=3, n_edges=9),
+     ValidationError, r"^n_edges: "),
+]
+
+
+def test_bad_input_table_is_large_and_distinct():
+    ids = [row[0] for row in BAD_INPUTS]
+    assert len(ids) == len(set(ids)) >= 30
+
+
+@pytest.mark.parametrize("make,exc,msg", [row[1:] for row in BAD_INPUTS],
+                         ids=[row[0] for row in BAD_INPUTS])
+def test_bad_input(env, make, exc, msg):
+    with pytest.raises(exc, match=msg) as info:
+        make(env)
+    assert isinstance(info.value, TaskGraphError)
+    # every class also derives from the built-in a caller would catch
+    assert isinstance(info.value, (ValueError, OSError, AttributeError))
+
+
+# ---------------------------------------------------------------------------- command line
+def _cli(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        return int(exc.code)
+
+
+CLI_BAD = [
+    (["train", "no_such_learner"], r"name: unknown learner 'no_such_learner'"),
+    (["train", "hard_sharing", "--epochs", "-1"], r"argument --epochs: expected an integer >= 0"),
+    (["train", "hard_sharing", "--resume"], r"--resume: needs --checkpoint"),
+    (["train", "hard_sharing", "--benchmark", "nope"], r"--benchmark: unknown benchmark 'nope'"),
+    (["demo", "--tasks", "1"], r"argument --tasks: expected an integer >= 2"),
+    (["shift", "--alphas", "0,-1"], r"--alphas: expected finite numbers >= 0"),
+    (["shift", "--n-reps", "0"], r"argument --n-reps: expected an integer >= 1"),
+    (["bench", "--learners", "nope", "--quick", "--no-docs"], r"learners: unknown \['nope'\]"),
+    (["export", "{root}/missing.pt"], r"path: no such file"),
+    (["export", "{root}/garbage.pt"], r"path: .* is not a readable taskgraph file"),
+    (["export", "{root}/cyclic.gexf", "--threshold", "nan"], r"value: threshold must not be NaN"),
+]
+
+
+@pytest.mark.parametrize("argv,msg", CLI_BAD, ids=[" ".join(a[:2]) + f" #{i}"
+                                                   for i, (a, _) in enumerate(CLI_BAD)])
+def test_cli_bad_arguments_exit_2_and_name_the_argument(argv, msg, tmp_path, capsys,
+                                                        monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may be written next to the repository
+    (tmp_path / "garbage.pt").write_bytes(b"\x00not a checkpoint")
+    TaskGraph([[0, 1], [1, 0]], ["a", "b"]).save(tmp_path / "cyclic.gexf")
+    argv = [a.format(root=tmp_path) for a in argv]
+    assert _cli(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "error:" in err and re.search(msg, err), err
+    assert not (tmp_path / "runs").exists()
