@@ -12,13 +12,17 @@
 
 from __future__ import annotations
 
+import math
 import re
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import taskgraph as tg
 from taskgraph import MultiTaskData, Task, TaskGraph, TaskSet
@@ -36,7 +40,7 @@ from taskgraph.exceptions import (
 from taskgraph.inference import GMTL, JointPrior, TemperatureScaler
 from taskgraph.learners import create, load_learner
 from taskgraph.structure import discover
-from taskgraph.structure.acyclicity import acyclicity
+from taskgraph.structure.acyclicity import acyclicity, acyclicity_sparse
 from taskgraph.structure.ebm import CausalEBM
 
 REPO = Path(__file__).resolve().parents[1]
@@ -282,3 +286,131 @@ def test_cli_bad_arguments_exit_2_and_name_the_argument(argv, msg, tmp_path, cap
     assert "Traceback" not in err
     assert "error:" in err and re.search(msg, err), err
     assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------------------- numerical robustness
+_DTYPES = st.sampled_from([torch.float32, torch.float64])
+_SCALES = st.sampled_from([0.0, 1e-30, 1.0, 30.0, 1e4, 1e10, 1e30])
+_FAST = settings(max_examples=50, deadline=None, derandomize=True,
+                 suppress_health_check=[HealthCheck.too_slow])
+
+
+def _uniform(gen: torch.Generator, shape: tuple[int, ...], scale: float, dtype) -> torch.Tensor:
+    return ((torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1) * scale).to(dtype)
+
+
+# edges with a duplicate, both directions of a pair and a triangle; task 3 is constant
+_EBM_EDGES = torch.tensor([[0, 1, 0, 2, 1, 0], [1, 2, 2, 3, 0, 1]])
+_EBM_STATES = [2, 3, 3, 0]
+
+
+@_FAST
+@given(seed=st.integers(0, 2**31 - 1), scale=_SCALES, dtype=_DTYPES,
+       impossible=st.floats(0.0, 0.4))
+def test_ebm_inference_finite_for_extreme_potentials(seed, scale, dtype, impossible):
+    gen = torch.Generator().manual_seed(seed)
+    ebm = CausalEBM(_EBM_EDGES, 4, _EBM_STATES)
+    phi = _uniform(gen, (3, 4, 3), scale, dtype)
+    phi = phi.masked_fill(torch.rand(3, 4, 3, generator=gen) < impossible, -math.inf)
+    psi = _uniform(gen, (3, _EBM_EDGES.shape[1], 3, 3), scale, dtype)
+    for name, marg in [
+        ("mean_field", ebm.mean_field(phi, psi)),
+        ("gibbs", ebm.gibbs(phi, psi, n_sweeps=4, burn_in=1, n_chains=2, generator=gen)),
+        ("chromatic", ebm.gibbs(phi, psi, n_sweeps=3, burn_in=1, generator=gen,
+                                schedule="chromatic")),
+        ("exact", ebm.exact_marginals(phi, psi)),
+    ]:
+        assert torch.isfinite(marg).all(), name
+        assert (marg >= 0).all(), name
+        torch.testing.assert_close(marg.sum(-1), torch.ones(3, 4, dtype=marg.dtype),
+                                   atol=1e-4, rtol=0, msg=name)
+    # labels at a possible state of every task, some missing: finite likelihoods
+    possible = torch.arange(3) < torch.tensor(_EBM_STATES)[:, None]
+    y = phi.masked_fill(~possible, -math.inf).argmax(-1).to(dtype)
+    y = y.masked_fill(torch.rand(3, 4, generator=gen) < 0.3, math.nan)
+    assert torch.isfinite(ebm.log_unnorm(y, phi, psi)).all()
+    assert torch.isfinite(ebm.pseudo_log_likelihood(y, phi, psi)).all()
+
+
+_GMTL_TASKS = TaskSet([Task("a", "binary"), Task("b", "multiclass", 3),
+                       Task("c", "multiclass", 4), Task("d", "binary"), Task("r", "regression")])
+
+
+@pytest.fixture(scope="module")
+def gmtl_priors():
+    g = np.random.default_rng(0)
+    n = 300
+    y = np.stack([g.integers(0, c, n) for c in (2, 3, 4, 2)] + [g.normal(size=n)], 1)
+    y[g.random(y.shape) < 0.2] = np.nan
+    data = MultiTaskData(np.zeros((n, 1)), y, _GMTL_TASKS)
+    loop = np.zeros((5, 5))
+    loop[0, 1] = loop[1, 2] = loop[2, 0] = loop[2, 3] = 1.0
+    return [
+        (JointPrior.fit(data), "auto"),
+        (JointPrior.fit(data, kind="independent"), "auto"),
+        (JointPrior.fit(data, kind="graph"), "auto"),                    # Chow-Liu tree
+        (JointPrior.fit(data, kind="graph", graph=loop), "exact"),       # elimination
+        (JointPrior.fit(data, kind="graph", graph=loop), "max_product"),  # loopy + ICM
+    ]
+
+
+@_FAST
+@given(seed=st.integers(0, 2**31 - 1), scale=_SCALES, dtype=_DTYPES,
+       alpha=st.sampled_from([0.0, 0.5, 1.0, 1e3, 1e30, 1e35]), impossible=st.floats(0.0, 0.5))
+def test_gmtl_decoding_valid_for_extreme_log_probs(gmtl_priors, seed, scale, dtype, alpha,
+                                                   impossible):
+    gen = torch.Generator().manual_seed(seed)
+    n, sizes = 6, torch.tensor([2, 3, 4, 2])
+    logits = _uniform(gen, (n, 5, 4), scale, dtype)
+    cols = torch.arange(4)
+    pad = cols >= torch.tensor([2, 3, 4, 2, 0])[:, None]          # [T, C] columns a task lacks
+    zero = (torch.rand(n, 5, 4, generator=gen) < impossible) & (cols > 0)  # zero-probability
+    logits = logits.masked_fill(pad | zero, -math.inf)
+    logits[:, 4] = -math.inf                                       # regression: no classes
+    log_probs = torch.log_softmax(logits, dim=-1).nan_to_num(nan=-math.inf)
+    for prior, method in gmtl_priors:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            labels = GMTL(prior, alpha=alpha, method=method).decode(log_probs)
+        assert labels.shape == (n, 5) and labels.dtype == torch.long
+        assert ((labels[:, :4] >= 0) & (labels[:, :4] < sizes)).all(), (prior, method)
+        # a zero-probability class is never decoded while alpha cannot outweigh it
+        chosen = log_probs[:, :4].gather(2, labels[:, :4, None])[..., 0]
+        assert torch.isfinite(chosen).all() or alpha >= 1e3
+
+
+def _random_support(gen: torch.Generator, t: int, density: float, dag: bool) -> torch.Tensor:
+    support = torch.rand(t, t, generator=gen) < density
+    if dag:
+        perm = torch.randperm(t, generator=gen)
+        support = torch.triu(support, diagonal=1)[perm][:, perm]
+    return support.fill_diagonal_(False)
+
+
+@_FAST
+@given(seed=st.integers(0, 2**31 - 1), t=st.integers(1, 7), scale=_SCALES, dtype=_DTYPES,
+       density=st.floats(0.1, 0.9), dag=st.booleans(), kind=st.sampled_from(["expm", "poly"]))
+def test_acyclicity_never_nan_and_zero_on_dags(seed, t, scale, dtype, density, dag, kind):
+    gen = torch.Generator().manual_seed(seed)
+    support = _random_support(gen, t, density, dag)
+    a = torch.where(support, _uniform(gen, (t, t), scale, dtype), torch.zeros((), dtype=dtype))
+    a.requires_grad_(True)
+    h = acyclicity(a, kind)
+    h.backward()
+    h = h.detach()
+    assert not torch.isnan(h) and not torch.isnan(a.grad).any()
+    assert float(h) >= -1e-4 * t
+    if dag:  # zero whatever the weights; so is the gradient on a DAG
+        assert abs(float(h)) <= 1e-4 * t and torch.isfinite(a.grad).all()
+    if scale <= 1.0:  # representable: finite value and gradient
+        assert math.isfinite(float(h)) and torch.isfinite(a.grad).all()
+
+    ei = support.nonzero().T
+    w = a.detach()[ei[0], ei[1]].clone().requires_grad_(True)
+    hs = acyclicity_sparse(ei, w, t, n_probes=4, n_terms=6,
+                           generator=torch.Generator().manual_seed(0))
+    hs.backward()
+    hs = hs.detach()
+    assert not torch.isnan(hs) and not torch.isnan(w.grad).any()
+    if scale <= 1.0:
+        assert math.isfinite(float(hs)) and torch.isfinite(w.grad).all()

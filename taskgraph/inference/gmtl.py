@@ -53,7 +53,13 @@ MAX_COMBINATIONS = 2**16
 
 _CHUNK_ELEMENTS = 2**20  # scores held at once by the exact decoders ([n, M] per chunk)
 _CACHE_ELEMENTS = 2**15  # message-passing elements per op: under torch's parallel grain size
-_NEG = -1e30  # finite stand-in for -inf in padded class slots of the message-passing decoders
+
+
+def _pad_score(dtype: torch.dtype) -> float:
+    """Finite stand-in for -inf in the padded class slots of loopy max-product: below any score a
+    decode can meet (a fixed -1e30 lost to real scores once alpha * log p passed it), with
+    headroom so that sums with it cannot overflow."""
+    return -torch.finfo(dtype).max / 16
 
 PriorKind = Literal["full", "independent", "graph"]
 _KINDS = ("full", "independent", "graph")
@@ -849,7 +855,8 @@ def _loopy_max_product(
     n, dtype, device = ref.shape[0], ref.dtype, ref.device
     # layout [node or edge, class, example]: examples innermost, so gathers over edges copy
     # contiguous rows and every update is a long vectorised loop
-    phi_all = torch.full((m, width, n), _NEG, dtype=dtype, device=device)
+    neg = _pad_score(dtype)
+    phi_all = torch.full((m, width, n), neg, dtype=dtype, device=device)
     valid = torch.zeros(m, width, dtype=torch.bool, device=device)
     for v in nodes:
         phi_all[pos[v], : phi[v].shape[1]] = phi[v].T
@@ -887,7 +894,7 @@ def _loopy_max_product(
             for c in range(1, width):
                 new = torch.maximum(new, cavity[:, c, None, :] + psi_src[c])
             if has_pad:
-                new.masked_fill_(pad, _NEG)
+                new.masked_fill_(pad, neg)
             new.sub_(new.amax(dim=1, keepdim=True))
             if has_pad:
                 new.masked_fill_(pad, 0.0)
@@ -910,7 +917,8 @@ def _loopy_max_product(
     msgs.index_copy_(2, ids, msg_act)
     n_failed = int(moved.sum()) if sweeps == max_iter else 0
     phi_all.index_put_((dst,), msgs, accumulate=True)
-    labels = phi_all.argmax(dim=1)  # [m, N]
+    # a padded slot is never a label, whatever the scores (all -inf rows decode to class 0)
+    labels = phi_all.masked_fill(~valid[:, :, None], -math.inf).argmax(dim=1)  # [m, N]
     return {v: labels[pos[v]] for v in nodes}, 1.0 - n_failed / max(1, n), sweeps
 
 

@@ -11,6 +11,12 @@ is zero exactly when the graph of non-zero entries is a DAG and positive otherwi
 sparse candidate graphs, :func:`acyclicity_sparse` estimates the trace of the exponential with
 Hutchinson probes and a truncated series of sparse mat-vecs, so the cost grows with the number of
 edges, not with :math:`T^2`.
+
+Both stay NaN-free for any finite weights. Closed walks only use edges inside strongly connected
+components, so :math:`h` and its gradient depend on those edges alone (every other edge has
+gradient exactly 0). When the plain evaluation overflows (huge weights), :math:`h` is evaluated
+again on the edges inside strongly connected components, in float64: a DAG gives exactly 0 with
+zero gradient whatever its weights, and a cycle too heavy for the dtype gives ``+inf``, never NaN.
 """
 
 from __future__ import annotations
@@ -27,6 +33,46 @@ __all__ = ["acyclicity", "acyclicity_sparse", "AugmentedLagrangian"]
 _KINDS = ("expm", "poly")
 
 
+def _same_component(src: torch.Tensor, dst: torch.Tensor, n_nodes: int) -> torch.Tensor:
+    """Bool ``[E]``: edge ``src[e] -> dst[e]`` lies inside one strongly connected component
+    (it is on a cycle; a self-loop is one)."""
+    import numpy as np
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    s, d = src.detach().cpu().numpy(), dst.detach().cpu().numpy()
+    graph = coo_matrix((np.ones(len(s)), (s, d)), shape=(n_nodes, n_nodes)).tocsr()
+    _, labels = connected_components(graph, directed=True, connection="strong")
+    lab = torch.as_tensor(labels, device=src.device)
+    return lab[src] == lab[dst]
+
+
+def _overflow_guard(h: torch.Tensor, weight: torch.Tensor, n_nodes: int) -> bool:
+    """Whether the plain value can be trusted: finite, and weights small enough that squaring
+    them (and summing ``n_nodes`` products) cannot overflow on the way (one host sync)."""
+    if weight.numel() == 0:
+        return True
+    limit = math.sqrt(torch.finfo(weight.dtype).max) / max(n_nodes, 1)
+    return bool(torch.isfinite(h) & (weight.detach().abs().amax() < limit))
+
+
+def _dense_h(adjacency: torch.Tensor, kind: str) -> torch.Tensor:
+    t = adjacency.shape[0]
+    sq = adjacency * adjacency
+    if kind == "expm":
+        return torch.linalg.matrix_exp(sq).diagonal().sum() - t
+    eye = torch.eye(t, dtype=adjacency.dtype, device=adjacency.device)
+    return torch.linalg.matrix_power(eye + sq / t, t).diagonal().sum() - t
+
+
+def _saturated(h: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``h`` in ``like``'s dtype, ``+inf`` (with zero gradient) where it is not finite."""
+    zero = (like * 0).sum()
+    if bool(torch.isfinite(h)):
+        return h.to(like.dtype)
+    return zero + math.inf
+
+
 def acyclicity(adjacency: torch.Tensor, kind: str = "expm") -> torch.Tensor:
     r"""Dense acyclicity measure :math:`h(A) \ge 0`, zero iff ``A`` is a DAG.
 
@@ -41,14 +87,20 @@ def acyclicity(adjacency: torch.Tensor, kind: str = "expm") -> torch.Tensor:
     if adjacency.dim() != 2 or adjacency.shape[0] != adjacency.shape[1]:
         raise ValidationError(f"adjacency: expected a square [T, T] tensor, got "
                               f"{tuple(adjacency.shape)}")
+    if kind not in _KINDS:
+        raise ValidationError(f"kind: expected one of {_KINDS}, got {kind!r}")
     t = adjacency.shape[0]
-    sq = adjacency * adjacency
-    if kind == "expm":
-        return torch.linalg.matrix_exp(sq).diagonal().sum() - t
-    if kind == "poly":
-        eye = torch.eye(t, dtype=adjacency.dtype, device=adjacency.device)
-        return torch.linalg.matrix_power(eye + sq / t, t).diagonal().sum() - t
-    raise ValidationError(f"kind: expected one of {_KINDS}, got {kind!r}")
+    h = _dense_h(adjacency, kind)
+    if _overflow_guard(h, adjacency, t):
+        return h
+    src, dst = (adjacency != 0).nonzero(as_tuple=True)
+    inner = torch.zeros(t, t, dtype=torch.bool, device=adjacency.device)
+    inner[src, dst] = _same_component(src, dst, t)
+    if not bool(inner.any()):  # a DAG: h = 0 and its gradient is 0, whatever the weights
+        return (adjacency * 0).sum()
+    cyc = torch.where(inner, adjacency.double(), torch.zeros((), dtype=torch.float64,
+                                                              device=adjacency.device))
+    return _saturated(_dense_h(cyc, kind), adjacency)
 
 
 def acyclicity_sparse(
@@ -79,6 +131,22 @@ def acyclicity_sparse(
     """
     if edge_index.numel() == 0:
         return edge_weight.sum() * 0.0
+    state = None if generator is None else generator.get_state()
+    h = _hutchinson(edge_index, edge_weight, n_nodes, n_probes, n_terms, generator)
+    if _overflow_guard(h, edge_weight, n_nodes):
+        return h
+    keep = _same_component(edge_index[0], edge_index[1], n_nodes)
+    if not bool(keep.any()):  # a DAG: h = 0 and its gradient is 0, whatever the weights
+        return (edge_weight * 0).sum()
+    if generator is not None:  # the same probes as the plain estimate
+        generator.set_state(state)
+    h = _hutchinson(edge_index[:, keep], edge_weight[keep].double(), n_nodes, n_probes, n_terms,
+                    generator)
+    return _saturated(h, edge_weight)
+
+
+def _hutchinson(edge_index: torch.Tensor, edge_weight: torch.Tensor, n_nodes: int,
+                n_probes: int, n_terms: int, generator: torch.Generator | None) -> torch.Tensor:
     w = edge_weight * edge_weight
     z = torch.randint(0, 2, (n_nodes, n_probes), generator=generator,
                       device=edge_weight.device).to(edge_weight.dtype) * 2 - 1
