@@ -50,7 +50,26 @@ def test_readout_shapes_and_per_example_gates(readout):
         r(z, torch.rand(T + 1, K))
 
 
-@pytest.mark.parametrize("readout", ["concat", "sum"])
+def test_project_readout_is_a_linear_map_of_the_concat_readout():
+    torch.manual_seed(0)
+    r = TaskModuleRouter(T, K, M, readout="project", proj_dim=5)
+    cat = TaskModuleRouter(T, K, M, readout="concat")
+    g = torch.rand(T, K)
+    r.set_gates(g)
+    cat.set_gates(g)
+    with torch.no_grad():
+        r.proj_bias.normal_()
+    z = torch.randn(6, K, M)
+    s = r(z)
+    assert s.shape == (6, T, 5) and r.out_dim == 5
+    ref = cat(z) @ r.proj.reshape(K * M, 5) + r.proj_bias       # P [g_1 z_1 || ... ] + c_t
+    torch.testing.assert_close(s, ref)
+    torch.testing.assert_close(r(z, g.expand(6, T, K)), s)     # per-example gates alike
+    with pytest.raises(ValidationError, match="proj_dim"):
+        TaskModuleRouter(T, K, M, readout="project", proj_dim=0)
+
+
+@pytest.mark.parametrize("readout", ["concat", "sum", "project"])
 def test_zero_gate_cuts_module_gradient(readout):
     torch.manual_seed(0)
     r = TaskModuleRouter(T, K, M, readout=readout)

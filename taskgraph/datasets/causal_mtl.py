@@ -186,6 +186,11 @@ def causal_mtl(
         feature_scale / math.sqrt(n_features))
     bias = np.zeros(n_tasks)
     pairs = _confounded_pairs(g_struct, weights, n_pairs)
+    if len(pairs) < n_pairs:
+        raise ValidationError(
+            f"n_confounded_pairs: only {len(pairs)} disjoint non-adjacent task pairs exist in a "
+            f"DAG with {n_tasks} tasks and {n_edges} edges, got n_confounded_pairs={n_pairs} "
+            f"(use fewer edges or pairs)")
     signs = g_struct.choice(np.array([-1.0, 1.0]), size=len(pairs))
     loadings = np.zeros((n_envs, len(pairs), n_tasks))
     ood_loadings = np.zeros((len(pairs), n_tasks))

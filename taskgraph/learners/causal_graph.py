@@ -10,10 +10,12 @@ shared, with MT-CRL's routing and GMTL's joint inference as node-level parts.
     predict: per-task argmax, or GMTL joint decoding with a prior factorised over the
              learned graph's non-invariant couplings                                    ─┘
 
-1. **Modules and routing** (MT-CRL): task ``t``'s node state is the gated read-out
-   :math:`\mathbf{s}^{(0)}_t = [g_{t1}\mathbf{z}_1 \| \cdots \| g_{tK}\mathbf{z}_K]` of the
-   encoder's modules, with the L1 routing sparsity, the module decorrelation and the IRMv1
-   invariance penalty on the gates across environments (given ``env`` × label strata).
+1. **Modules and routing** (MT-CRL): task ``t``'s node state is the projected gated read-out
+   :math:`\mathbf{s}^{(0)}_t = \mathrm{ReLU}(\sum_k g_{tk}\mathbf{P}_k\mathbf{z}_k +
+   \mathbf{c}_t)` (a linear map of :math:`[g_{t1}\mathbf{z}_1 \| \cdots \| g_{tK}\mathbf{z}_K]`
+   to ``node_dim``, so the node width does not grow with the encoder) of the encoder's
+   modules, with the L1 routing sparsity, the module decorrelation and the IRMv1 invariance
+   penalty on the gates across environments (given ``env`` × label strata).
 2. **Learned task graph** (GCNet): the structure-prior generator weights the candidate edges,
    one round of :class:`~taskgraph.nn.message_passing.TaskMessagePassing`
    :math:`\mathbf{s}^{(1)}_j = \mathbf{s}^{(0)}_j + \mathrm{ReLU}(\mathbf{W}_{\text{self}}
@@ -245,7 +247,8 @@ class CausalGraph(InvariantEnvironments, GCNet):
                                torch.tensor(0.0))
         enc = self._make_modular(feature_shape)
         k, m = int(enc.k), int(enc.module_dim)
-        router = TaskModuleRouter(t, k, m, init=float(self.gate_init))
+        router = TaskModuleRouter(t, k, m, init=float(self.gate_init), readout="project",
+                                  proj_dim=int(self.node_dim))
         if not self.routing:
             router.logits.requires_grad_(False)
             with torch.no_grad():
@@ -326,10 +329,9 @@ class CausalGraph(InvariantEnvironments, GCNet):
         return self._structure_loss(batch, epoch, h, s0, w, s1, out)
 
     def _on_epoch_end(self, epoch: int, train: MultiTaskData) -> dict[str, float]:
-        was_frozen = bool(self.sem and self.model_.sem.frozen)
         row = super()._on_epoch_end(epoch, train)
         if self.sem and self.mp_graph == "learned" and self.message_passing and (
-                self.model_.sem.frozen and not was_frozen):
+                self.model_.sem.frozen):
             self._restrict_messages()
         g = self.model_.router.routing()
         row["gate_mean"] = float(g.mean())
@@ -337,7 +339,8 @@ class CausalGraph(InvariantEnvironments, GCNet):
 
     @torch.no_grad()
     def _restrict_messages(self) -> None:
-        """From the epoch the structure is frozen on, messages flow along the learned DAG."""
+        """From the epoch the structure is frozen on, messages flow along the learned DAG (as it
+        stands at the end of each epoch: ICE keeps refining the weights after the freeze)."""
         net = self.model_
         learned = torch.as_tensor(self._learned_graph().adjacency != 0)
         src, dst = net.edge_index.cpu()

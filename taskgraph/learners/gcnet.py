@@ -122,8 +122,8 @@ class _GCNetNet(nn.Module):
             s0 = torch.relu(torch.einsum("bd,tdm->btm", h, self.node_weight) + self.node_bias)
             src = s0
         else:
-            s0 = self.router(z, gates)
-            src = s0 if plain is None else self.router(z, plain)
+            s0 = self._read(z, gates)
+            src = s0 if plain is None else self._read(z, plain)
         if self.training and self.prior is not None:
             with torch.no_grad():  # running mean of node states: the prior's task features
                 self.node_mean.mul_(0.9).add_(0.1 * src.mean(0))
@@ -132,6 +132,10 @@ class _GCNetNet(nn.Module):
             return h, s0, w, s0
         s1 = s0 + torch.relu(self.mp.lin_self(s0) + self.mp.messages(src, self.edge_index, w))
         return h, s0, w, s1
+
+    def _read(self, z: torch.Tensor, gates: torch.Tensor | None) -> torch.Tensor:
+        s = self.router(z, gates)
+        return torch.relu(s) if self.router.readout == "project" else s
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.heads(self.states(x)[3])

@@ -20,7 +20,7 @@ from taskgraph.exceptions import ValidationError
 __all__ = ["TaskModuleRouter", "GATE_KINDS", "READOUTS", "SPARSITY_KINDS"]
 
 GATE_KINDS = ("sigmoid", "hard_concrete", "gumbel", "softmax")
-READOUTS = ("concat", "sum")
+READOUTS = ("concat", "sum", "project")
 SPARSITY_KINDS = ("l1", "entropy", "l1+entropy", "none")
 
 # hard-concrete stretch and temperature (Louizos, Welling & Kingma, ICLR 2018)
@@ -53,7 +53,17 @@ class TaskModuleRouter(nn.Module):
     .. math::
         \text{concat:}\;\; \mathbf{s}_t = [\,g_{t1}\mathbf{z}_1 \,\|\, \cdots \,\|\,
         g_{tK}\mathbf{z}_K\,] \in \mathbb{R}^{Km}, \qquad
-        \text{sum:}\;\; \mathbf{s}_t = \sum_k g_{tk}\, \mathbf{z}_k \in \mathbb{R}^{m}.
+        \text{sum:}\;\; \mathbf{s}_t = \sum_k g_{tk}\, \mathbf{z}_k \in \mathbb{R}^{m},
+
+    .. math::
+        \text{project:}\;\; \mathbf{s}_t = \sum_k g_{tk}\, \mathbf{P}_k \mathbf{z}_k
+        + \mathbf{c}_t \in \mathbb{R}^{p}
+        = \mathbf{P}\,[\,g_{t1}\mathbf{z}_1 \,\|\, \cdots \,\|\, g_{tK}\mathbf{z}_K\,]
+        + \mathbf{c}_t,
+
+    a learned linear map of the concat read-out to ``proj_dim`` = :math:`p` (per-task bias
+    :math:`\mathbf{c}_t`), computed as ``K`` module projections ``[B, K, p]`` mixed by the gates:
+    the node width no longer grows with ``K·m``, so wide encoders keep message passing cheap.
 
     A gate of exactly 0 removes module ``k`` from task ``t`` (no value, no gradient). Gates can
     be pruned for good with :meth:`prune` (a fixed 0/1 ``mask`` buffer) or, only at inference,
@@ -65,7 +75,9 @@ class TaskModuleRouter(nn.Module):
         module_dim (int): module width ``m``.
         gate (str): ``"sigmoid"``, ``"hard_concrete"``, ``"gumbel"`` or ``"softmax"``.
             (default: :obj:`"sigmoid"`)
-        readout (str): ``"concat"`` or ``"sum"``. (default: :obj:`"concat"`)
+        readout (str): ``"concat"``, ``"sum"`` or ``"project"``. (default: :obj:`"concat"`)
+        proj_dim (int, optional): output width ``p`` of the ``"project"`` read-out (default:
+            ``module_dim``).
         init (float): initial gate value of every pair (the logits are set so the
             evaluation-mode gate equals it; for ``"softmax"`` rows start uniform).
             (default: :obj:`0.5`)
@@ -75,7 +87,7 @@ class TaskModuleRouter(nn.Module):
 
     Shapes:
         - **input:** ``z[B, K, m]``; optional gates ``[T, K]`` or per example ``[B, T, K]``
-        - **output:** ``s[B, T, d]`` with ``d = K·m`` (concat) or ``m`` (sum)
+        - **output:** ``s[B, T, d]`` with ``d = K·m`` (concat), ``m`` (sum) or ``p`` (project)
     """
 
     def __init__(
@@ -89,6 +101,7 @@ class TaskModuleRouter(nn.Module):
         init: float = 0.5,
         temperature: float = 2.0 / 3.0,
         prune_threshold: float | None = None,
+        proj_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.n_tasks = _positive_int(n_tasks, "n_tasks")
@@ -109,9 +122,18 @@ class TaskModuleRouter(nn.Module):
         self.gate, self.readout = gate, readout
         self.init, self.temperature = float(init), float(temperature)
         self.prune_threshold = None if prune_threshold is None else float(prune_threshold)
-        self.out_dim = self.n_modules * self.module_dim if readout == "concat" else self.module_dim
+        if readout == "concat":
+            self.out_dim = self.n_modules * self.module_dim
+        elif readout == "sum":
+            self.out_dim = self.module_dim
+        else:
+            self.out_dim = _positive_int(self.module_dim if proj_dim is None else proj_dim,
+                                         "proj_dim")
         self.logits = nn.Parameter(torch.empty(self.n_tasks, self.n_modules))
         self.register_buffer("mask", torch.ones(self.n_tasks, self.n_modules))
+        if readout == "project":
+            self.proj = nn.Parameter(torch.empty(self.n_modules, self.module_dim, self.out_dim))
+            self.proj_bias = nn.Parameter(torch.zeros(self.n_tasks, self.out_dim))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -121,6 +143,11 @@ class TaskModuleRouter(nn.Module):
             else:
                 self.logits.copy_(self._logit_of(torch.full_like(self.logits, self.init)))
             self.mask.fill_(1.0)
+            if self.readout == "project":
+                # the fan-in of the concat read-out, as nn.Linear(K·m, p) would use
+                bound = 1.0 / math.sqrt(self.n_modules * self.module_dim)
+                self.proj.uniform_(-bound, bound)
+                self.proj_bias.zero_()
 
     # ------------------------------------------------------------------ gates
     def _logit_of(self, g: torch.Tensor) -> torch.Tensor:
@@ -226,6 +253,11 @@ class TaskModuleRouter(nn.Module):
             )
         if self.readout == "sum":
             return torch.einsum("btk,bkm->btm", g.expand(z.shape[0], -1, -1), z)
+        if self.readout == "project":
+            pz = torch.einsum("bkm,kmp->bkp", z, self.proj)       # [B, K, p]
+            if g.shape[0] == 1:
+                return torch.einsum("tk,bkp->btp", g[0], pz) + self.proj_bias
+            return torch.einsum("btk,bkp->btp", g, pz) + self.proj_bias
         s = g[..., None] * z[:, None]  # [B, T, K, m]
         return s.reshape(z.shape[0], self.n_tasks, self.out_dim)
 
