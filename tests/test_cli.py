@@ -50,5 +50,15 @@ def test_demo_writes_outputs(tmp_path):
         assert (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
     methods = {row["method"] for row in metrics["rows"]}
-    assert {"hard_sharing", "gcnet", "pc", "ges", "lingam", "corr"} <= methods
-    assert tg.TaskGraph.load(out / "graph.graphml").n_tasks == 4
+    assert {"causal_graph", "hard_sharing", "gcnet", "mtcrl", "pc", "ges", "lingam",
+            "corr"} <= methods
+    assert metrics["benchmark"] == "causal_mtl" and metrics["headline_graph"] == "causal_graph"
+    graph = tg.TaskGraph.load(out / "graph.graphml")
+    assert graph.n_tasks == 4 and graph.n_modules > 0    # the composed graph: tasks + modules
+
+
+def test_demo_on_planted_dag(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--benchmark", "planted_dag", "--out", str(out), "--tasks", "3",
+                 "--edges", "2", "--samples", "200", "--epochs", "1"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["benchmark"] == "planted_dag"
