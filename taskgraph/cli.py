@@ -131,7 +131,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _write_json(out / "metrics.json", {
         "benchmark": bench.name, "seed": args.seed, "headline_graph": headline,
         "rows": rows, "seconds": time.perf_counter() - t_start})
-    (out / "table.txt").write_text(table + "\n")
+    from taskgraph._io import atomic_write
+
+    with atomic_write(out / "table.txt") as fh:
+        fh.write(table + "\n")
     print(f"\nwrote {out}/graph.graphml, graph.json, graph.png ({headline}), metrics.json "
           f"in {time.perf_counter() - t_start:.1f}s")
     return 0
@@ -290,7 +293,10 @@ def cmd_shift(args: argparse.Namespace) -> int:
     fig.suptitle(f"GMTL on anticausal: {learner.name}, prior={args.prior}, "
                  f"{'temperature-calibrated' if scaler is not None else 'uncalibrated'}")
     fig.tight_layout()
-    fig.savefig(out / "shift.png", dpi=110)
+    from taskgraph._io import atomic_path
+
+    with atomic_path(out / "shift.png") as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     payload = {
         "benchmark": "anticausal", "learner": learner.name, "seed": args.seed,

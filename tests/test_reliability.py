@@ -187,6 +187,11 @@ BAD_INPUTS = [
     # ---- graphs and graph files
     ("adjacency_nan", lambda e: TaskGraph([[0, np.nan], [0, 0]], ["a", "b"]), ValidationError,
      r"^adjacency: entries must be finite"),
+    ("graph_meta_nan", lambda e: TaskGraph.empty(["a"], meta={"h": math.nan}), ValidationError,
+     r"^meta: value of 'h' must be finite"),
+    ("graph_raw_inf", lambda e: TaskGraph(np.zeros((2, 2)), ["a", "b"],
+                                          raw=[[0, np.inf], [0, 0]]),
+     ValidationError, r"^raw: entries must be finite"),
     ("routing_out_of_range", lambda e: TaskGraph(np.zeros((2, 2)), ["a", "b"],
                                                  routing=[[2.0], [0.0]]),
      ValidationError, r"^routing: gates must lie in \[0, 1\]"),
