@@ -1108,14 +1108,19 @@ class TaskGraph:
 
     # ---------------------------------------------------------------- files
 
-    def save(self, path: str | os.PathLike[str], format: str | None = None) -> Path:
+    def save(self, path: str | os.PathLike[str], format: str | None = None, *,
+             all_ranks: bool = False) -> Path:
         """Write the graph to ``path`` atomically, creating parent directories.
+
+        Under ``torchrun`` only rank 0 writes; the other ranks return the path without writing
+        (``all_ranks=True`` writes on every rank).
 
         Args:
             path (str or PathLike): target file; its suffix picks the format unless ``format``
                 is given (``.graphml``, ``.gexf``, ``.json``, ``.dot``/``.gv``, ``.csv``).
             format (str, optional): one of :data:`SUPPORTED_FORMATS` (``"node-link"`` is an alias
                 of ``"json"``).
+            all_ranks (bool): write on every process of a distributed run.
 
         Returns:
             pathlib.Path: the path written.
@@ -1125,6 +1130,10 @@ class TaskGraph:
             GraphFileError: if the file cannot be written (a previous file is left unchanged).
         """
         target, fmt = _resolve_format(path, format)
+        from taskgraph.distributed import is_main_process
+
+        if not (all_ranks or is_main_process()):
+            return target
         try:
             with atomic_write(target, "wb") as fh:
                 _WRITERS[fmt](self, fh)

@@ -39,6 +39,10 @@ SCRIPT = textwrap.dedent('''
         "weights": flat.tolist(),
         "best_epoch": learner.best_epoch_,
     }
+    # exports: rank 0 only by default, every rank with all_ranks=True
+    learner.save(f"{out}.model{rank}.pt")
+    learner.task_graph_.save(f"{out}.graph{rank}.json")
+    learner.save(f"{out}.all{rank}.pt", all_ranks=True)
     with open(f"{out}.rank{rank}.json", "w") as fh:
         json.dump(payload, fh)
 ''')
@@ -90,6 +94,11 @@ def test_two_processes_match_one(tmp_path):
     np.testing.assert_allclose(two[0]["task_loss"], one["task_loss"], rtol=1e-4)
     np.testing.assert_allclose(two[0]["weights"], one["weights"], atol=1e-4)
     assert two[0]["best_epoch"] == one["best_epoch"]
+    # rank 0 alone writes exports (unless all_ranks=True)
+    assert (tmp_path / "m2.model0.pt").is_file() and (tmp_path / "m2.graph0.json").is_file()
+    assert not (tmp_path / "m2.model1.pt").exists()
+    assert not (tmp_path / "m2.graph1.json").exists()
+    assert (tmp_path / "m2.all0.pt").is_file() and (tmp_path / "m2.all1.pt").is_file()
     for split in ("iid", "ood"):
         for key, value in one[split].items():
             assert abs(two[0][split][key] - value) <= 0.01, (split, key)

@@ -489,13 +489,21 @@ class BaseLearner:
             "extra": self._train_state(),
         }
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, *, all_ranks: bool = False) -> Path:
         """Write the fitted learner to ``path`` atomically (a torch file with tensors and plain
-        values only, loadable with ``weights_only=True``)."""
+        values only, loadable with ``weights_only=True``).
+
+        Under ``torchrun`` only rank 0 writes (every rank holds the same weights); the other
+        ranks return ``path`` without touching it (no barrier: a caller that reads the file on
+        every rank synchronises itself). ``all_ranks=True`` writes on every rank (give each rank
+        its own path)."""
         from taskgraph._io import atomic_write
+        from taskgraph.distributed import is_main_process
 
         self._check_fitted()
         path = Path(path)
+        if not (all_ranks or is_main_process()):
+            return path
         with atomic_write(path, "wb") as fh:
             torch.save(self._state(), fh)
         return path
