@@ -569,6 +569,7 @@ def test_every_learner_trains_on_random_missing_labels(name, seed, rate, n):
 # ---------------------------------------------------------------------------- nothing lost
 _TRAIN_SCRIPT = textwrap.dedent('''
     import sys, time
+    from pathlib import Path
     import torch
     torch.set_num_threads(1)
     import taskgraph as tg
@@ -578,14 +579,16 @@ _TRAIN_SCRIPT = textwrap.dedent('''
     kw = dict(epochs=6, batch_size=16, hidden=8, seed=3, verbose=False)
     kw.update(getattr(tg.learners.get(name), "conformance_kwargs", {}))
     learner = tg.learners.create(name, bench.tasks, **kw)
-    if mode == "slow":  # the run to be killed: sleep in every step (numbers unchanged)
-        step = learner._loss
-        def slow(batch, epoch):
-            time.sleep(0.02)
-            return step(batch, epoch)
-        learner._loss = slow
+    step, calls = learner._loss, []
+    def recording(batch, epoch):
+        calls.append(epoch)
+        if mode == "victim" and calls.count(2) == 4:  # epoch 2, after 3 steps: wait to be killed
+            Path(out).with_suffix(".mid-epoch").touch()
+            time.sleep(300)
+        return step(batch, epoch)
+    learner._loss = recording
     learner.fit(bench.train, val=bench.val, checkpoint=ckpt, resume=mode == "resume")
-    torch.save(learner.model_.state_dict(), out)
+    torch.save({"weights": learner.model_.state_dict(), "epochs_run": sorted(set(calls))}, out)
 ''')
 
 
@@ -604,16 +607,15 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(name, tmp_path):
     ckpt, out = tmp_path / "run.ckpt", tmp_path / "resumed.pt"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     cmd = [sys.executable, str(script), name, str(ckpt)]
-    victim = subprocess.Popen(cmd + [str(tmp_path / "never.pt"), "slow"], env=env, cwd=REPO,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    victim = subprocess.Popen(cmd + [str(tmp_path / "victim.pt"), "victim"], env=env,
+                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    mid_epoch = tmp_path / "victim.mid-epoch"
     try:
-        deadline = time.monotonic() + 120
-        while not ckpt.exists():  # the first checkpoint: one epoch done
+        deadline = time.monotonic() + 180
+        while not mid_epoch.exists():  # epoch 2 is under way, epochs 0 and 1 are checkpointed
             assert victim.poll() is None, victim.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "no checkpoint within 120 s"
-            time.sleep(0.005)
-        time.sleep(0.05)  # into the next epoch (each step sleeps 20 ms)
-        assert victim.poll() is None, "the run finished before it could be killed"
+            assert time.monotonic() < deadline, "the run did not reach epoch 2 within 180 s"
+            time.sleep(0.01)
         os.kill(victim.pid, signal.SIGKILL)
         assert victim.wait(timeout=60) == -signal.SIGKILL
     finally:
@@ -621,14 +623,15 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(name, tmp_path):
             victim.kill()
             victim.wait()
     state = torch.load(ckpt, weights_only=True)  # complete despite the kill (atomic write)
-    assert 1 <= state["epoch"] < 6, state["epoch"]
-    assert not out.exists()
+    assert state["epoch"] == 2 and len(state["history"]) == 2
+    assert not (tmp_path / "victim.pt").exists() and not out.exists()
 
     resumed = subprocess.run(cmd + [str(out), "resume"], env=env, cwd=REPO,
                              capture_output=True, text=True, timeout=180)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    got = torch.load(out, weights_only=True)
-    want = _uninterrupted(name)
+    result = torch.load(out, weights_only=True)
+    assert result["epochs_run"] == [2, 3, 4, 5]  # it continued from the checkpoint
+    got, want = result["weights"], _uninterrupted(name)
     assert got.keys() == want.keys()
     for key in want:
         assert torch.equal(got[key], want[key]), key
