@@ -661,7 +661,9 @@ class GCNet(BaseLearner):
         kept = torch.where(a.abs() > self.threshold, a, torch.zeros_like(a)).numpy()
         g = TaskGraph(kept, names, raw=a.numpy(), candidates=cand.numpy(), learned=True,
                       meta={"learner": self.name, "threshold": float(self.threshold),
-                            "h": hval})
+                            # a cycle too heavy for the dtype has h = +inf (graph meta
+                            # holds finite values only)
+                            "h": hval if np.isfinite(hval) else "inf"})
         return g.to_dag()
 
 
