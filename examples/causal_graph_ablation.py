@@ -160,7 +160,7 @@ def step_ratios(bench_name: str, args: argparse.Namespace) -> dict[str, float]:
                                          seed=0, verbose=False, **kw)
             learner.fit(bench.train, epochs=0)          # build the model only
             learner.model_.train()
-            opt = torch.optim.Adam(learner._param_groups(1e-3), lr=1e-3)
+            opt = torch.optim.Adam(learner._param_groups(1e-3), lr=1e-3, foreach=True)
             learner._optimizer = opt
             models[name] = (learner, opt)
     batches = list(bench.train.loader(128, shuffle=True, seed=0, drop_last=True))
@@ -211,6 +211,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true",
                         help="tiny data, 2 epochs, one seed: a smoke test, not results")
+    parser.add_argument("--timing-only", action="store_true",
+                        help="only the interleaved step-time ratios (no training runs)")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.steps = args.seeds[:1], 3
@@ -224,6 +226,14 @@ def main() -> int:
         args.epochs = epochs_arg or (2 if args.quick else 10 if bench_name == "multi_mnist"
                                      else 30)
         try:
+            if args.timing_only:
+                ratios = step_ratios(bench_name, args)
+                print(f"\n== {bench_name}: train-step time / hard_sharing's, "
+                      f"{args.steps} interleaved steps ==")
+                print(format_table([{"model": n, "step_x_hs": f"{r:.2f}"}
+                                    for n, r in ratios.items()]))
+                out["benchmarks"][bench_name] = {"step_ratio": ratios}
+                continue
             per_seed = [run_seed(bench_name, seed, args) for seed in args.seeds]
         except tg.MissingDependencyError as err:
             print(f"{bench_name}: skipped ({err})")
@@ -236,6 +246,9 @@ def main() -> int:
         out["benchmarks"][bench_name] = {"epochs": args.epochs, "seeds": args.seeds,
                                          "per_seed": per_seed, "step_ratio": ratios,
                                          "table": table}
+        with atomic_write(Path(args.json)) as fh:
+            json.dump(json_safe(out), fh, indent=1)
+    if args.timing_only:
         with atomic_write(Path(args.json)) as fh:
             json.dump(json_safe(out), fh, indent=1)
     return 0

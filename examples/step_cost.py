@@ -54,7 +54,7 @@ def main() -> None:
         learner = tg.learners.create(name, bench.tasks, encoder=enc, verbose=False, **extra)
         learner.fit(bench.train, epochs=0)        # build the model only
         learner.model_.train()
-        opts[name] = torch.optim.Adam(learner._param_groups(1e-3), lr=1e-3)
+        opts[name] = torch.optim.Adam(learner._param_groups(1e-3), lr=1e-3, foreach=True)
         learner._optimizer = opts[name]
         learners[name] = learner
     batches = list(bench.train.loader(args.batch, shuffle=True, seed=0, drop_last=True))
