@@ -29,8 +29,10 @@ shared, with MT-CRL's routing and GMTL's joint inference as node-level parts.
    - \alpha \log p_{\text{train}}(\mathbf{y})`
    with the prior factorised over a graph (``gmtl``): ``"shifting"`` (default) uses the pairs
    of tasks whose label association differs across the training environments
-   (:func:`~taskgraph.structure.invariance.heterogeneous_pairs`) and that are *not* edges of the
-   learned causal graph — the couplings a confounder made, whose prior is expected to shift;
+   (:func:`~taskgraph.structure.invariance.heterogeneous_pairs`) — the couplings whose prior is
+   expected to shift (a confounder's, but also a causal pair whose child a confounder of varying
+   strength drives: the marginal test does not tell them apart, and the learned graph is not
+   used to veto a pair, since a spurious learned edge would then switch the decoding off);
    ``"graph"`` uses the skeleton of :math:`\hat G` itself. Per-task temperatures are fitted on
    the validation data. ``predict_proba`` stays the per-task marginals.
 
@@ -356,9 +358,8 @@ class CausalGraph(InvariantEnvironments, GCNet):
     def _gmtl_pairs(self, train: MultiTaskData) -> builtins.list[tuple[int, int]]:
         from taskgraph.structure.invariance import heterogeneous_pairs
 
-        g = self._learned_graph()
-        skel = g.skeleton() if self.sem else np.zeros((len(g.names),) * 2, dtype=bool)
         if self.gmtl == "graph":
+            skel = self._learned_graph().skeleton()
             return [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(skel, 1)))]
         return heterogeneous_pairs(train.y, train.env, self.tasks_set_, z=float(self.shift_z))
 
