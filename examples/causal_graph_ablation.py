@@ -89,7 +89,11 @@ def make_bench(name: str, seed: int, quick: bool) -> tg.datasets.Benchmark:
     raise SystemExit(f"--benchmarks: unknown benchmark {name!r}")
 
 
-def make_encoder(bench: tg.datasets.Benchmark) -> torch.nn.Module:
+def make_encoder(bench: tg.datasets.Benchmark, seed: int) -> torch.nn.Module:
+    """The backbone every row uses, initialised from ``seed`` alone (a module passed to a
+    learner keeps its own initial weights, so without this its init would depend on how much of
+    torch's global random stream earlier rows consumed)."""
+    torch.manual_seed(seed)
     if bench.name == "multi_mnist":
         return ConvBackbone(out_dim=64)
     return MLPBackbone(bench.n_features, hidden=64, n_layers=2)
@@ -129,8 +133,9 @@ def run_seed(bench_name: str, seed: int, args: argparse.Namespace) -> dict[str, 
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")   # single-environment notices on planted_dag
-            learner = tg.learners.create(learner_name, bench.tasks, encoder=make_encoder(bench),
-                                         epochs=args.epochs, seed=seed, verbose=False, **kw)
+            learner = tg.learners.create(learner_name, bench.tasks,
+                                         encoder=make_encoder(bench, seed), epochs=args.epochs,
+                                         seed=seed, verbose=False, **kw)
             learner.fit(bench.train, val=bench.val)
         fitted[name] = learner
         rows[name] = {**scores(learner, bench), "seconds": time.perf_counter() - t0}
@@ -156,8 +161,9 @@ def step_ratios(bench_name: str, args: argparse.Namespace) -> dict[str, float]:
         warnings.simplefilter("ignore")
         for name in names:
             learner_name, kw = CONFIGS[name]
-            learner = tg.learners.create(learner_name, bench.tasks, encoder=make_encoder(bench),
-                                         seed=0, verbose=False, **kw)
+            learner = tg.learners.create(learner_name, bench.tasks,
+                                         encoder=make_encoder(bench, 0), seed=0, verbose=False,
+                                         **kw)
             learner.fit(bench.train, epochs=0)          # build the model only
             learner.model_.train()
             opt = torch.optim.Adam(learner._param_groups(1e-3), lr=1e-3, foreach=True)
