@@ -121,6 +121,9 @@ def _fit_one(name: str, spec: Any, bench: Any, seed: int, epochs: int, verbose: 
                               "batch_size": spec.batch_size, "device": device}
     kwargs.update(spec.learner_kwargs)
     if spec.encoder is not None:
+        # a module passed to a learner keeps its own initial weights: initialise it from the
+        # seed alone, not from whatever the global random stream holds after earlier runs
+        torch.manual_seed(seed)
         kwargs["encoder"] = spec.encoder(bench)
     kwargs.update(_learner_kwargs(cls, spec, bench))
     t0 = time.perf_counter()
