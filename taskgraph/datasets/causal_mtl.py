@@ -27,9 +27,9 @@ from taskgraph.data import MultiTaskData
 from taskgraph.datasets.synthetic import (
     Benchmark,
     _apply_missing,
+    _check_dag_args,
     _check_float,
     _check_int,
-    _check_pair,
     _check_seed,
     _confounded_pairs,
     _random_dag,
@@ -143,20 +143,10 @@ def causal_mtl(
         >>> bench.train.n_envs, len(bench.info["blocks"])
         (2, 3)
     """
-    n_tasks = _check_int("n_tasks", n_tasks, 3)
-    n_edges = _check_int("n_edges", n_edges, 0)
-    max_edges = n_tasks * (n_tasks - 1) // 2
-    if n_edges > max_edges:
-        raise ValidationError(
-            f"n_edges: a DAG over {n_tasks} tasks has at most {max_edges} edges, got {n_edges}"
-        )
+    n_tasks, n_edges, n_features, w_range, feature_scale = _check_dag_args(
+        n_tasks, 3, n_edges, n_features, edge_weight, feature_scale)
     n_per_env = _check_int("n_per_env", n_per_env, 1)
     seed = _check_seed(seed)
-    n_features = _check_int("n_features", n_features, 1)
-    w_range = _check_pair("edge_weight", edge_weight)
-    if w_range[0] <= 0:
-        raise ValidationError(f"edge_weight: the lower bound must be > 0, got {edge_weight!r}")
-    feature_scale = _check_float("feature_scale", feature_scale, 0.0)
     if isinstance(confounding, str) or not isinstance(confounding, Sequence) or len(
             confounding) < 2:
         raise ValidationError(

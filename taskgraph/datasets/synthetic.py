@@ -256,6 +256,25 @@ def _apply_missing(rng: np.random.Generator, y: np.ndarray, rate: float) -> np.n
     return y
 
 
+def _check_dag_args(n_tasks: Any, min_tasks: int, n_edges: Any, n_features: Any,
+                    edge_weight: Any, feature_scale: Any
+                    ) -> tuple[int, int, int, tuple[float, float], float]:
+    """The planted-DAG arguments shared by :func:`planted_dag` and ``causal_mtl``, checked."""
+    n_tasks = _check_int("n_tasks", n_tasks, min_tasks)
+    n_edges = _check_int("n_edges", n_edges, 0)
+    max_edges = n_tasks * (n_tasks - 1) // 2
+    if n_edges > max_edges:
+        raise ValidationError(
+            f"n_edges: a DAG over {n_tasks} tasks has at most {max_edges} edges, got {n_edges}"
+        )
+    n_features = _check_int("n_features", n_features, 1)
+    w_range = _check_pair("edge_weight", edge_weight)
+    if w_range[0] <= 0:
+        raise ValidationError(f"edge_weight: the lower bound must be > 0, got {edge_weight!r}")
+    feature_scale = _check_float("feature_scale", feature_scale, 0.0)
+    return n_tasks, n_edges, n_features, w_range, feature_scale
+
+
 def planted_dag(
     n_tasks: int = 10,
     n_edges: int = 15,
@@ -352,20 +371,10 @@ def planted_dag(
         >>> bench.train.y.shape, int((bench.true_graph.adjacency != 0).sum())
         (torch.Size([5000, 10]), 15)
     """
-    n_tasks = _check_int("n_tasks", n_tasks, 2)
-    n_edges = _check_int("n_edges", n_edges, 0)
-    max_edges = n_tasks * (n_tasks - 1) // 2
-    if n_edges > max_edges:
-        raise ValidationError(
-            f"n_edges: a DAG over {n_tasks} tasks has at most {max_edges} edges, got {n_edges}"
-        )
+    n_tasks, n_edges, n_features, w_range, feature_scale = _check_dag_args(
+        n_tasks, 2, n_edges, n_features, edge_weight, feature_scale)
     n_samples = _check_int("n_samples", n_samples, 1)
     seed = _check_seed(seed)
-    n_features = _check_int("n_features", n_features, 1)
-    w_range = _check_pair("edge_weight", edge_weight)
-    if w_range[0] <= 0:
-        raise ValidationError(f"edge_weight: the lower bound must be > 0, got {edge_weight!r}")
-    feature_scale = _check_float("feature_scale", feature_scale, 0.0)
     bias_scale = _check_float("bias_scale", bias_scale, 0.0)
     confounding = _check_float("confounding", confounding)
     ood_confounding = _check_float("ood_confounding", ood_confounding)

@@ -208,16 +208,8 @@ class CausalGraph(InvariantEnvironments, GCNet):
         if self.gmtl == "graph" and not self.structure:
             raise ValidationError("gmtl: 'graph' factorises the prior over the learned graph; "
                                   "it needs structure=True")
-        for name in ("sparsity", "decorrelation", "invariance", "warmup_invariance", "alpha",
-                     "shift_z"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                    np.isfinite(value) and value >= 0):
-                raise ValidationError(f"{name}: expected a finite number >= 0, got {value!r}")
-        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or (
-                self.warmup_steps < 0):
-            raise ValidationError(
-                f"warmup_steps: expected an integer >= 0, got {self.warmup_steps!r}")
+        self._check_invariance_params(("sparsity", "decorrelation", "invariance",
+                                       "warmup_invariance", "alpha", "shift_z"))
 
     def _make_modular(self, feature_shape: tuple[int, ...]) -> nn.Module:
         from encoders import ModularEncoder
@@ -238,15 +230,7 @@ class CausalGraph(InvariantEnvironments, GCNet):
     def _build(self, feature_shape: tuple[int, ...], train: MultiTaskData | None) -> nn.Module:
         self._check_params()
         t = len(self.tasks_set_)
-        feat_edges = self._feature_edges(train, t)
-        from taskgraph.structure.prior import candidate_edges
-
-        sem_edges = candidate_edges("all", t) if t <= self.dense_limit else feat_edges
-        init = None
-        if self.graph is not None and self.sem:
-            a = torch.as_tensor(self.graph.adjacency != 0)
-            init = torch.where(a[sem_edges[0], sem_edges[1]], torch.tensor(0.5),
-                               torch.tensor(0.0))
+        feat_edges, sem_edges, init = self._edge_sets(train, t)
         enc = self._make_modular(feature_shape)
         k, m = int(enc.k), int(enc.module_dim)
         router = TaskModuleRouter(t, k, m, init=float(self.gate_init), readout="project",

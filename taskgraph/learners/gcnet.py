@@ -288,9 +288,9 @@ class GCNet(BaseLearner):
         y = None if train is None else train.y
         return candidate_edges(spec, t, y=y, k=self.k_candidates, names=names)
 
-    def _build(self, feature_shape: tuple[int, ...], train: MultiTaskData | None) -> nn.Module:
-        self._check_params()
-        t = len(self.tasks_set_)
+    def _edge_sets(self, train: MultiTaskData | None, t: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(feature-level edges, output-level SEM edges, initial SEM weights or None)``."""
         feat_edges = self._feature_edges(train, t)
         # the output-level search space: all pairs for small T, the feature edges otherwise
         sem_edges = candidate_edges("all", t) if t <= self.dense_limit else feat_edges
@@ -299,6 +299,12 @@ class GCNet(BaseLearner):
             a = torch.as_tensor(self.graph.adjacency != 0)
             init = torch.where(a[sem_edges[0], sem_edges[1]], torch.tensor(0.5),
                                torch.tensor(0.0))
+        return feat_edges, sem_edges, init
+
+    def _build(self, feature_shape: tuple[int, ...], train: MultiTaskData | None) -> nn.Module:
+        self._check_params()
+        t = len(self.tasks_set_)
+        feat_edges, sem_edges, init = self._edge_sets(train, t)
         enc = self._make_encoder(feature_shape)
         sem_in = int(np.prod(feature_shape)) if self.sem_unary == "linear" else int(enc.out_dim)
         net = _GCNetNet(enc, self.tasks_set_, self.layout_, feat_edges, sem_edges,

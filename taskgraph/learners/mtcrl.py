@@ -115,6 +115,19 @@ class InvariantEnvironments:
     called once in ``_build`` and its result stored in ``self._envs``.
     """
 
+    def _check_invariance_params(self, names: tuple[str, ...]) -> None:
+        """Each attribute in ``names`` is a finite number >= 0; ``warmup_steps`` an integer
+        >= 0 (the message names the argument)."""
+        for name in names:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    np.isfinite(value) and value >= 0):
+                raise ValidationError(f"{name}: expected a finite number >= 0, got {value!r}")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or (
+                self.warmup_steps < 0):
+            raise ValidationError(
+                f"warmup_steps: expected an integer >= 0, got {self.warmup_steps!r}")
+
     def _setup_envs(self, train: MultiTaskData) -> dict[str, Any] | None:
         """Environment tables from the training data, or ``None`` (penalty off, warned)."""
         if float(self.invariance) == 0 and float(self.warmup_invariance) == 0:
@@ -348,15 +361,8 @@ class MTCRL(InvariantEnvironments, BaseLearner):
         for name, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ValidationError(f"{name}: expected one of {allowed}, got {value!r}")
-        for name in ("sparsity", "decorrelation", "invariance", "warmup_invariance"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                    np.isfinite(value) and value >= 0):
-                raise ValidationError(f"{name}: expected a finite number >= 0, got {value!r}")
-        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or (
-                self.warmup_steps < 0):
-            raise ValidationError(
-                f"warmup_steps: expected an integer >= 0, got {self.warmup_steps!r}")
+        self._check_invariance_params(("sparsity", "decorrelation", "invariance",
+                                       "warmup_invariance"))
         if self.graph is not None:
             if not isinstance(self.graph, TaskGraph):
                 raise ValidationError(
