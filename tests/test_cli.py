@@ -50,15 +50,20 @@ def test_demo_writes_outputs(tmp_path):
         assert (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
     methods = {row["method"] for row in metrics["rows"]}
-    assert {"causal_graph", "hard_sharing", "gcnet", "mtcrl", "pc", "ges", "lingam",
+    assert {"causal_graph", "hard_sharing", "mmoe", "mtcrl", "pc", "ges", "lingam",
             "corr"} <= methods
     assert metrics["benchmark"] == "causal_mtl" and metrics["headline_graph"] == "causal_graph"
     graph = tg.TaskGraph.load(out / "graph.graphml")
     assert graph.n_tasks == 4 and graph.n_modules > 0    # the composed graph: tasks + modules
 
 
-def test_demo_on_planted_dag(tmp_path):
+def test_demo_on_planted_dag_with_chosen_learners(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--benchmark", "planted_dag", "--out", str(out), "--tasks", "3",
-                 "--edges", "2", "--samples", "200", "--epochs", "1"]) == 0
-    assert json.loads((out / "metrics.json").read_text())["benchmark"] == "planted_dag"
+                 "--edges", "2", "--samples", "200", "--epochs", "1",
+                 "--learners", "gcnet", "hard_sharing"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["benchmark"] == "planted_dag" and metrics["headline_graph"] == "gcnet"
+    capsys.readouterr()
+    assert main(["demo", "--out", str(out), "--learners", "nope"]) == 2
+    assert "--learners" in capsys.readouterr().err
