@@ -286,8 +286,7 @@ class CausalGraph(InvariantEnvironments, GCNet):
             out = net.heads(s1)
             per = lay.per_example_loss(out, batch.y)
             pen = None
-        count = (~torch.isnan(batch.y)).sum(dim=0).clamp_min(1)
-        task = (per.sum(dim=0) / count).sum()
+        task = self._task_loss(per, batch.y)
         loss = task + (self.lambda_prior_l1 * w.mean() if self.prior else 0.0)
         logs["task_loss"] = float(task.detach())
         if self.routing and float(self.sparsity) > 0:
@@ -401,18 +400,21 @@ class CausalGraph(InvariantEnvironments, GCNet):
                               for tk in self.tasks_set_]
         self.gmtl_ = GMTL(prior, alpha=float(self.alpha), calibration=cal)
 
+    def _decoder(self, inference: Any) -> Any:
+        """``inference``, or the fitted GMTL decoder (``gmtl_``) when it is ``None``."""
+        if inference is None:
+            return getattr(self, "gmtl_", None)
+        return inference
+
     def predict(self, x: Any, inference: Any = None) -> torch.Tensor:
         """Labels ``[N, T]``: GMTL joint decoding with the fitted prior (``gmtl_``) by default;
         ``inference="independent"`` gives the per-task argmax, any other decoder is used as
         given."""
-        if inference is None and getattr(self, "gmtl_", None) is not None:
-            inference = self.gmtl_
-        return super().predict(x, inference=inference)
+        return super().predict(x, inference=self._decoder(inference))
 
     def evaluate(self, data: MultiTaskData, inference: Any = None) -> dict[str, float]:
-        if inference is None and getattr(self, "gmtl_", None) is not None:
-            inference = self.gmtl_
-        return super().evaluate(data, inference=inference)
+        """As :meth:`BaseLearner.evaluate`, decoding with ``gmtl_`` by default."""
+        return super().evaluate(data, inference=self._decoder(inference))
 
     # ------------------------------------------------------------------ state
     def _train_state(self) -> dict[str, Any]:

@@ -197,6 +197,12 @@ class InvariantEnvironments:
         codes = self._env_codes(envs, batch.y, batch.env)
         return balance_weights(envs["table"], codes, batch.y)
 
+    @staticmethod
+    def _task_loss(per: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Sum over tasks of the mean loss over observed labels, from per-example losses."""
+        count = (~torch.isnan(y)).sum(dim=0).clamp_min(1)
+        return (per.sum(dim=0) / count).sum()
+
     def _lambda(self, step: int) -> float:
         return float(self.warmup_invariance if step < int(self.warmup_steps) else self.invariance)
 
@@ -419,11 +425,6 @@ class MTCRL(InvariantEnvironments, BaseLearner):
             self._envs = self._setup_envs(train)
         self._penalty = RouterInvariancePenalty(self.invariance_kind)
         return _MTCRLNet(encoder, router, heads, mp, edge_index, edge_weight)
-
-    def _task_loss(self, per: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Sum over tasks of the mean loss over observed labels, from per-example losses."""
-        count = (~torch.isnan(y)).sum(dim=0).clamp_min(1)
-        return (per.sum(dim=0) / count).sum()
 
     def _loss(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         net: _MTCRLNet = self.model_
