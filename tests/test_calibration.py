@@ -92,3 +92,12 @@ def test_errors():
     other = TaskSet([Task("x", "binary"), Task("m", "multiclass", 3), Task("r", "regression")])
     with pytest.raises(ValidationError, match="calibration"):
         scaler.check_tasks(other)
+
+
+def test_from_temperatures_transforms_like_the_fitted_scaler():
+    lp, data = _calibrated_problem()
+    fitted = TemperatureScaler().fit(lp * 3.0, data)
+    rebuilt = TemperatureScaler.from_temperatures(fitted.temperature_.tolist(), data.tasks)
+    torch.testing.assert_close(rebuilt.transform(lp * 3.0), fitted.transform(lp * 3.0))
+    with pytest.raises(ValidationError, match="temperature"):
+        TemperatureScaler.from_temperatures([1.0, 2.0], data.tasks)

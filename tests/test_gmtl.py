@@ -382,3 +382,15 @@ def test_from_table_matches_fit_and_validates():
         JointPrior.from_table(np.ones((2, 2)) / 4, bench.tasks)
     with pytest.raises(ValidationError, match="zero probability"):
         JointPrior.from_table(np.eye(3) / 3, bench.tasks)
+
+
+@pytest.mark.parametrize("kind", ["full", "independent", "graph"])
+def test_prior_state_round_trip_decodes_alike(kind, tmp_path):
+    data = _random_data([2, 3, 2], 400, seed=0)
+    prior = JointPrior.fit(data, kind=kind)
+    path = tmp_path / "prior.pt"
+    torch.save(prior.state_dict(), path)
+    back = JointPrior.from_state(data.tasks, torch.load(path, weights_only=True))
+    lp = _random_log_probs([2, 3, 2], 50, seed=1)
+    torch.testing.assert_close(GMTL(back, alpha=0.7).decode(lp), GMTL(prior, alpha=0.7).decode(lp))
+    assert back.kind == prior.kind and back.edges == prior.edges

@@ -289,6 +289,23 @@ class TemperatureScaler:
         self.n_classes_ = [None if c is None else int(c.shape[1]) for c in cols]
         return self
 
+    @classmethod
+    def from_temperatures(cls, temperature: Any, tasks: TaskSet) -> TemperatureScaler:
+        """A fitted scaler from saved per-task temperatures ``[T]`` (what :meth:`fit` stores in
+        ``temperature_``), e.g. when a learner is loaded; validation NLLs are not kept."""
+        tasks = TaskSet.coerce(tasks)
+        temps = torch.as_tensor(temperature, dtype=torch.float64).reshape(-1)
+        if len(temps) != len(tasks):
+            raise ValidationError(f"temperature: expected {len(tasks)} temperatures (one per "
+                                  f"task), got {len(temps)}")
+        scaler = cls()
+        scaler.temperature_ = temps
+        nan = torch.full_like(temps, math.nan)
+        scaler.nll_before_, scaler.nll_after_ = nan, nan.clone()
+        scaler.tasks_ = tasks
+        scaler.n_classes_ = [int(t.n_classes) if t.is_classification else None for t in tasks]
+        return scaler
+
     def _check_bounds(self) -> tuple[float, float]:
         b = self.bounds
         if (

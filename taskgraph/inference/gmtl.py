@@ -373,6 +373,23 @@ class JointPrior:
         _check_positive(logt.exp(), "the table")
         return cls(tasks, "full", index, log_table=logt)
 
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """The prior as tensors and plain values (loadable with ``weights_only=True``);
+        :meth:`from_state` rebuilds it over the same tasks."""
+        return {"kind": self.kind, "coupled": list(self._index), "log_table": self._log_table,
+                "unary": self._unary, "edges": [list(e) for e in self._edges],
+                "pairwise": list(self._pairwise), "pseudocount": self.pseudocount,
+                "n_rows": self.n_rows, "graph_source": self.graph_source}
+
+    @classmethod
+    def from_state(cls, tasks: TaskSet, state: dict[str, Any]) -> JointPrior:
+        """The prior saved by :meth:`state_dict`, over ``tasks``."""
+        return cls(tasks, state["kind"], state["coupled"], log_table=state["log_table"],
+                   unary=state["unary"], edges=[tuple(e) for e in state["edges"]],
+                   pairwise=state["pairwise"], pseudocount=state["pseudocount"],
+                   n_rows=state["n_rows"], graph_source=state["graph_source"])
+
     # ------------------------------------------------------------------ views
     @property
     def task_index(self) -> list[int]:

@@ -368,14 +368,10 @@ class CausalGraph(InvariantEnvironments, GCNet):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 cal = TemperatureScaler().fit(self, val)
+        prior.graph_source = "causal_graph"
         self._gmtl_state = {
             "pairs": [builtins.list(p) for p in pairs],
-            "coupled": builtins.list(prior.task_index),
-            "unary": builtins.list(prior.unary),
-            "edges": [builtins.list(e) for e in prior._edges],
-            "pairwise": builtins.list(prior.pairwise),
-            "pseudocount": prior.pseudocount,
-            "n_rows": prior.n_rows,
+            "prior": prior.state_dict(),
             "temperature": None if cal is None else cal.temperature_,
         }
         self._make_gmtl()
@@ -387,17 +383,9 @@ class CausalGraph(InvariantEnvironments, GCNet):
         st = self._gmtl_state
         if st is None:
             return
-        prior = JointPrior(self.tasks_set_, "graph", st["coupled"], unary=st["unary"],
-                           edges=[tuple(e) for e in st["edges"]], pairwise=st["pairwise"],
-                           pseudocount=st["pseudocount"], n_rows=st["n_rows"],
-                           graph_source="causal_graph")
-        cal = None
-        if st["temperature"] is not None:
-            cal = TemperatureScaler()
-            cal.temperature_ = st["temperature"]
-            cal.tasks_ = self.tasks_set_
-            cal.n_classes_ = [tk.n_classes if tk.is_classification else None
-                              for tk in self.tasks_set_]
+        prior = JointPrior.from_state(self.tasks_set_, st["prior"])
+        cal = (None if st["temperature"] is None else
+               TemperatureScaler.from_temperatures(st["temperature"], self.tasks_set_))
         self.gmtl_ = GMTL(prior, alpha=float(self.alpha), calibration=cal)
 
     def _decoder(self, inference: Any) -> Any:
