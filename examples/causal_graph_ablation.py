@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 import warnings
@@ -45,6 +44,7 @@ import torch
 import taskgraph as tg
 from encoders import ConvBackbone, MLPBackbone
 from taskgraph._io import atomic_write, json_safe
+from taskgraph.bench import step_times
 from taskgraph.inference import GMTL, JointPrior, TemperatureScaler
 from taskgraph.metrics import format_table, structure
 
@@ -156,33 +156,16 @@ def step_ratios(bench_name: str, args: argparse.Namespace) -> dict[str, float]:
     """Median train-step time of every trained row / ``hard_sharing``'s, interleaved steps."""
     bench = make_bench(bench_name, 0, args.quick)
     names = ["hard_sharing"] + [n for n in args.rows if n in CONFIGS and n != "hard_sharing"]
-    models = {}
+    learners = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name in names:
             learner_name, kw = CONFIGS[name]
-            learner = tg.learners.create(learner_name, bench.tasks,
-                                         encoder=make_encoder(bench, 0), seed=0, verbose=False,
-                                         **kw)
-            learner.fit(bench.train, epochs=0)          # build the model only
-            learner.model_.train()
-            opt = torch.optim.Adam(learner._param_groups(1e-3), lr=1e-3, foreach=True)
-            learner._optimizer = opt
-            models[name] = (learner, opt)
-    batches = list(bench.train.loader(128, shuffle=True, seed=0, drop_last=True))
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for i in range(args.steps + 3):
-        batch = batches[i % len(batches)]
-        for name, (learner, opt) in models.items():
-            t0 = time.perf_counter()
-            loss, _ = learner._loss(batch, epoch=10)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if i >= 3:
-                times[name].append(time.perf_counter() - t0)
-    base = statistics.median(times["hard_sharing"])
-    out = {n: statistics.median(t) / base for n, t in times.items()}
+            learners[name] = tg.learners.create(learner_name, bench.tasks,
+                                                encoder=make_encoder(bench, 0), seed=0,
+                                                verbose=False, **kw)
+        times = step_times(learners, bench.train, args.steps)
+    out = {n: t / times["hard_sharing"] for n, t in times.items()}
     for name, (trained, _) in DECODINGS.items():
         if trained in out:
             out[name] = out[trained]

@@ -12,13 +12,12 @@ Run:  python examples/step_cost.py                      (default MLP backbone, w
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
 import taskgraph as tg
 from encoders import MLPBackbone
+from taskgraph.bench import step_times
 from taskgraph.metrics import format_table
 
 
@@ -46,33 +45,17 @@ def main() -> None:
     else:
         bench = tg.datasets.causal_mtl(n_per_env=1000, seed=0, n_test=100)
     names = ["hard_sharing"] + [n for n in args.learners if n != "hard_sharing"]
-    learners, opts = {}, {}
+    learners = {}
     for name in names:
         enc = MLPBackbone(bench.n_features, hidden=args.hidden, n_layers=args.layers)
         extra = ({"structure_every": args.structure_every}
                  if name in ("gcnet", "causal_graph") else {})
-        learner = tg.learners.create(name, bench.tasks, encoder=enc, verbose=False, **extra)
-        learner.fit(bench.train, epochs=0)        # build the model only
-        learner.model_.train()
-        opts[name] = torch.optim.Adam(learner._param_groups(1e-3), lr=1e-3, foreach=True)
-        learner._optimizer = opts[name]
-        learners[name] = learner
-    batches = list(bench.train.loader(args.batch, shuffle=True, seed=0, drop_last=True))
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for i in range(args.steps + 3):
-        batch = batches[i % len(batches)]
-        for name in names:
-            learner, opt = learners[name], opts[name]
-            t0 = time.perf_counter()
-            loss, _ = learner._loss(batch, epoch=10)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if i >= 3:
-                times[name].append(time.perf_counter() - t0)
-    base = statistics.median(times["hard_sharing"])
-    rows = [{"learner": n, "median_ms": 1e3 * statistics.median(times[n]),
-             "ratio_vs_hard_sharing": statistics.median(times[n]) / base} for n in names]
+        learners[name] = tg.learners.create(name, bench.tasks, encoder=enc, verbose=False,
+                                            **extra)
+    times = step_times(learners, bench.train, args.steps, batch_size=args.batch)
+    base = times["hard_sharing"]
+    rows = [{"learner": n, "median_ms": 1e3 * times[n], "ratio_vs_hard_sharing": times[n] / base}
+            for n in names]
     print(f"backbone MLP {args.layers} x {args.hidden}, batch {args.batch}, "
           f"{args.steps} interleaved steps, {args.threads} thread(s)")
     print(format_table(rows, floatfmt=".2f"))

@@ -41,7 +41,8 @@ import torch
 from taskgraph._io import json_safe as _json_safe
 from taskgraph.exceptions import ValidationError
 
-__all__ = ["run_bench", "bench_tables", "update_docs", "REFERENCES", "START", "END"]
+__all__ = ["run_bench", "bench_tables", "update_docs", "step_times", "REFERENCES", "START",
+           "END"]
 
 REFERENCES = ("single_task", "hard_sharing")
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -168,6 +169,39 @@ def _add_relative(records: list[dict[str, Any]], tasks: Any) -> None:
                         r[f"delta_m_{split}"] = float("nan")
             if hs is not None and hs.get("step_seconds"):
                 r["step_ratio"] = r["step_seconds"] / hs["step_seconds"]
+
+
+def step_times(learners: dict[str, Any], train: Any, steps: int, batch_size: int = 128,
+               warmup: int = 3, lr: float = 1e-3) -> dict[str, float]:
+    """Median seconds of one training step (forward, backward, Adam) of every learner, with the
+    steps of all learners interleaved on the same batches so that machine load hits them alike.
+
+    Each learner is built on ``train`` (``fit(train, epochs=0)``) and stepped with the Adam the
+    :class:`~taskgraph.train.Trainer` uses; the first ``warmup`` rounds are not timed. Divide by
+    one entry (e.g. ``hard_sharing``'s) for ratios measured in one run.
+    """
+    opts = {}
+    for name, learner in learners.items():
+        learner.fit(train, epochs=0)              # build the model only
+        learner.model_.train()
+        opts[name] = torch.optim.Adam(learner._param_groups(lr), lr=lr, foreach=True)
+        learner._optimizer = opts[name]
+    batches = list(train.loader(batch_size, shuffle=True, seed=0, drop_last=True))
+    if not batches:
+        raise ValidationError(f"batch_size: {batch_size} is more than the {len(train)} "
+                              "training rows")
+    times: dict[str, list[float]] = {name: [] for name in learners}
+    for i in range(steps + warmup):
+        batch = batches[i % len(batches)]
+        for name, learner in learners.items():
+            t0 = time.perf_counter()
+            loss, _ = learner._loss(batch, epoch=10)
+            opts[name].zero_grad()
+            loss.backward()
+            opts[name].step()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def run_bench(

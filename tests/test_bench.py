@@ -144,3 +144,16 @@ def test_cli_bench_list_and_quick(tiny_benchmark, tmp_path, capsys):
     assert payload["settings"]["quick"] and payload["settings"]["epochs"] == 1
     assert main(["bench", "--benchmarks", "tiny_dag", "--learners", "nope", "--out",
                  str(tmp_path)]) == 2
+
+
+def test_step_times_interleaves_every_learner():
+    from taskgraph.bench import step_times
+
+    bench = tg.datasets.planted_dag(n_tasks=3, n_edges=2, n_samples=300, seed=0, n_test=20)
+    learners = {n: tg.learners.create(n, bench.tasks, hidden=8, verbose=False)
+                for n in ("hard_sharing", "mmoe")}
+    times = step_times(learners, bench.train, steps=3, batch_size=64, warmup=1)
+    assert set(times) == {"hard_sharing", "mmoe"} and all(t > 0 for t in times.values())
+    assert all(lr.model_ is not None for lr in learners.values())
+    with pytest.raises(ValidationError, match="batch_size"):
+        step_times(learners, bench.train, steps=1, batch_size=10**6)
