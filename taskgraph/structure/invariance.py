@@ -30,7 +30,7 @@ def log_odds_ratios(y: torch.Tensor, env: torch.Tensor, n_classes: list[int],
         \mathrm{Var} = \frac1{n_{ab}} + \frac1{n_{00}} + \frac1{n_{a0}} + \frac1{n_{0b}}
 
     (Woolf's estimate; counts smoothed by ``pseudocount``; rows with a missing label of the pair
-    are skipped). One ``[E, T, T, C, C]`` count contraction, no loop over pairs.
+    are skipped). One co-occurrence matmul per environment, no loop over pairs.
 
     Shapes:
         - **y:** ``[N, T]`` class labels (NaN = missing), **env:** ``[N]`` ids in ``[0, E)``
@@ -43,8 +43,10 @@ def log_odds_ratios(y: torch.Tensor, env: torch.Tensor, n_classes: list[int],
     obs = ~torch.isnan(y)
     lab = torch.nan_to_num(y).long().clamp(0, c - 1)
     onehot = torch.nn.functional.one_hot(lab, c).double() * obs[..., None].double()  # [N,T,C]
-    e1 = torch.nn.functional.one_hot(env.long(), n_envs).double()                     # [N,E]
-    counts = torch.einsum("ne,nja,nkb->ejkab", e1, onehot, onehot) + float(pseudocount)
+    flat = onehot.reshape(n, t * c)
+    # one [T·C, T·C] co-occurrence matmul per environment (no [N, T, C, T, C] intermediate)
+    counts = torch.stack([flat[env == e].T @ flat[env == e] for e in range(n_envs)])
+    counts = counts.reshape(n_envs, t, c, t, c).permute(0, 1, 3, 2, 4) + float(pseudocount)
     valid = torch.zeros(t, c, dtype=torch.bool)
     for i, ci in enumerate(n_classes):
         valid[i, :ci] = True
