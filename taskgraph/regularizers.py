@@ -33,6 +33,7 @@ __all__ = [
     "ModuleDecorrelation",
     "env_risks",
     "env_assignment",
+    "split_halves",
     "irmv1_penalty",
     "gradient_variance_penalty",
     "vrex_penalty",
@@ -216,6 +217,41 @@ def env_assignment(
     return onehot * keep[..., None]
 
 
+def split_halves(member: torch.Tensor, *others: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    r"""Split every environment's examples of a batch into two halves, as ``2E`` environments.
+
+    The ``i``-th example (in batch order) of environment ``e`` for task ``t`` goes to
+    environment ``e`` when ``i`` is even and ``e + E`` when it is odd, so the halves of every
+    (task, environment) differ in size by at most one. Used by the unbiased IRMv1 estimate
+    (:func:`irmv1_penalty` with ``split=True``): the product of the two halves' gradients has
+    the expectation :math:`\lVert \mathbb{E}\, \nabla R \rVert^2`, while the square of one
+    mini-batch gradient adds its sampling variance, which is large when an environment has
+    few examples per batch.
+
+    Args:
+        member (Tensor): ``[B, T, E]`` one-hot (or 0/1) membership, e.g. :func:`env_assignment`
+            without weights.
+        *others (Tensor): further ``[B, T, E]`` tensors (e.g. the weighted assignment) split
+            along with ``member``, by ``member``'s halves.
+
+    Returns:
+        ``member`` and every tensor of ``others`` as ``[B, T, 2E]``.
+    """
+    if member.dim() != 3:
+        raise ValidationError(f"member: expected [B, T, E], got {tuple(member.shape)}")
+    inside = member > 0
+    rank = inside.to(torch.long).cumsum(dim=0)                       # 1-based rank per (t, e)
+    odd = (inside & (rank % 2 == 0)).any(dim=-1, keepdim=True)       # [B, T, 1]
+    out = []
+    for a in (member, *others):
+        if a.shape != member.shape:
+            raise ValidationError(
+                f"others: expected shape {tuple(member.shape)}, got {tuple(a.shape)}")
+        zero = torch.zeros_like(a)
+        out.append(torch.cat([torch.where(odd, zero, a), torch.where(odd, a, zero)], dim=-1))
+    return tuple(out)
+
+
 def env_risks(
     loss: torch.Tensor,
     env: torch.Tensor,
@@ -283,7 +319,7 @@ def _dummy_grads(risks: torch.Tensor, dummies: Dummies) -> torch.Tensor:
 
 
 def irmv1_penalty(
-    risks: torch.Tensor, dummy: Dummies, valid: torch.Tensor | None = None
+    risks: torch.Tensor, dummy: Dummies, valid: torch.Tensor | None = None, split: bool = False
 ) -> torch.Tensor:
     r"""IRMv1 on the routing: squared gradient of every environment's risk w.r.t. a dummy
     multiplier of the task's gate vector (and any further dummies), at the dummy's value.
@@ -300,15 +336,37 @@ def irmv1_penalty(
     Several dummies (e.g. gate multipliers ``[E, T, K]`` and an intercept shift
     ``[E, T, C]``) may be passed as a sequence; their squared gradients add up.
 
+    With ``split=True`` the ``2E`` environments are two halves of ``E`` (:func:`split_halves`)
+    and the square is replaced by the product of the halves' gradients,
+    :math:`\langle \nabla R_t^{e,1}, \nabla R_t^{e,2} \rangle` — the unbiased estimate of
+    :math:`\lVert \mathbb{E}\,\nabla R_t^e \rVert^2` that Arjovsky et al. (2019, §3.2)
+    recommend; the plain square is biased upwards by the gradient's sampling variance. A pair
+    counts only when both halves are valid.
+
     Args:
-        risks (Tensor): ``R[E, T]`` from :func:`env_risks`.
+        risks (Tensor): ``R[E, T]`` from :func:`env_risks` (``[2E, T]`` with ``split``).
         dummy (Tensor or sequence of Tensor): ``[E, T, ...]`` with ``requires_grad=True``.
         valid (BoolTensor, optional): ``[E, T]`` pairs to count (default: all).
+        split (bool): the halves' product instead of the square. (default: :obj:`False`)
 
     Returns:
         Tensor: per-task penalty ``[T]``.
     """
-    sq = _dummy_grads(risks, dummy).pow(2).sum(dim=-1)
+    return _irmv1_from_grads(_dummy_grads(risks, dummy), valid, split)
+
+
+def _irmv1_from_grads(grads: torch.Tensor, valid: torch.Tensor | None,
+                      split: bool) -> torch.Tensor:
+    if split:
+        e = grads.shape[0] // 2
+        if grads.shape[0] != 2 * e:
+            raise ValidationError(
+                f"dummy: split=True needs 2E environments (two halves), got {grads.shape[0]}")
+        sq = (grads[:e] * grads[e:]).sum(dim=-1)
+        if valid is not None:
+            valid = valid[:e] & valid[e:]
+    else:
+        sq = grads.pow(2).sum(dim=-1)
     if valid is not None:
         sq = torch.where(valid, sq, torch.zeros_like(sq))
     return sq.sum(dim=0)
@@ -383,17 +441,40 @@ class RouterInvariancePenalty(nn.Module):
     ``δ = shift(E, T, K)`` and gates ``g ⊙ (1 + A δ)`` with ``A = env_assignment(env, E)``:
     the gradient w.r.t. ``δ`` equals the gradient w.r.t. ``w`` at ``w = 1``.
 
+    An (environment, task) pair of a batch counts only with at least ``min_mass`` weight and
+    ``min_rows`` *effective* rows, Kish's :math:`n_{\text{eff}} = (\sum_n a_n)^2 / \sum_n
+    a_n^2` of its importance weights (the row count when all weights are equal). The square of
+    a mini-batch gradient over :math:`n` rows overestimates the squared expected gradient by
+    about :math:`\operatorname{tr}\Sigma / n_{\text{eff}}`, the per-row gradient variance:
+    for environments with a handful of (re-weighted) rows per batch that noise term dominates
+    the penalty, and penalising it keeps the heads from fitting (docs/mtcrl.md).
+
+    With ``split=True`` (``"irmv1"`` only) the caller passes every environment as two halves
+    (:func:`split_halves`, ``2E`` environments and dummies) and the penalty is the unbiased
+    product of the halves' gradients (:func:`irmv1_penalty`); a half counts with half the
+    thresholds.
+
     Args:
         kind (str): ``"irmv1"``, ``"grad_var"`` or ``"vrex"``. (default: :obj:`"irmv1"`)
-        min_mass (float): an (environment, task) pair counts only with at least this much
-            weight in the batch. (default: :obj:`2.0`)
+        min_mass (float): smallest summed weight of a counted pair. (default: :obj:`2.0`)
+        min_rows (float): smallest effective number of rows of a counted pair.
+            (default: :obj:`0.0`)
+        split (bool): the unbiased two-halves IRMv1 estimate. (default: :obj:`False`)
     """
 
-    def __init__(self, kind: str = "irmv1", min_mass: float = 2.0) -> None:
+    def __init__(self, kind: str = "irmv1", min_mass: float = 2.0, split: bool = False,
+                 min_rows: float = 0.0) -> None:
         super().__init__()
         if kind not in INVARIANCE_KINDS:
             raise ValidationError(f"kind: expected one of {INVARIANCE_KINDS}, got {kind!r}")
-        self.kind, self.min_mass = kind, float(min_mass)
+        if split and kind != "irmv1":
+            raise ValidationError(f"split: only the 'irmv1' penalty has a split estimate, "
+                                  f"got kind={kind!r}")
+        if isinstance(min_rows, bool) or not isinstance(min_rows, (int, float)) or not (
+                min_rows >= 0 and np.isfinite(min_rows)):
+            raise ValidationError(f"min_rows: expected a finite number >= 0, got {min_rows!r}")
+        self.kind, self.min_mass, self.split = kind, float(min_mass), bool(split)
+        self.min_rows = float(min_rows)
 
     @property
     def needs_dummy(self) -> bool:
@@ -432,10 +513,14 @@ class RouterInvariancePenalty(nn.Module):
         elif n_envs is None:
             n_envs = (int(_as_list(dummy)[0].shape[0]) if dummy is not None
                       else int(env.max().clamp_min(0)) + 1)
-        risks, mass = env_risks(loss, env, n_envs, weight)
-        valid = mass >= self.min_mass
+        if env.dim() != 3:
+            if n_envs is None:
+                raise ValidationError("n_envs: needed when env holds environment ids")
+            env = env_assignment(env, n_envs, weight, n_tasks=loss.shape[1]).to(loss.dtype)
+        risks, _ = env_risks(loss, env)
+        valid = self.valid(env)
         if self.kind == "irmv1":
-            return irmv1_penalty(risks, dummy, valid)
+            return irmv1_penalty(risks, dummy, valid, split=self.split)
         if self.kind == "grad_var":
             return gradient_variance_penalty(risks, dummy, valid)
         return vrex_penalty(risks, valid)
@@ -449,12 +534,24 @@ class RouterInvariancePenalty(nn.Module):
         if valid is None:
             valid = torch.ones(grads.shape[:2], dtype=torch.bool, device=grads.device)
         if self.kind == "irmv1":
-            sq = grads.pow(2).sum(dim=-1)
-            return torch.where(valid, sq, torch.zeros_like(sq)).sum(dim=0)
+            return _irmv1_from_grads(grads, valid, self.split)
         return _masked_var(grads, valid).sum(dim=-1)
 
+    def valid(self, assign: torch.Tensor) -> torch.Tensor:
+        """Which (environment, task) pairs of an assignment ``[B, T, E]`` count, ``[E, T]``:
+        summed weight ``>= min_mass`` and effective rows ``>= min_rows`` (both halved under
+        ``split``)."""
+        scale = 0.5 if self.split else 1.0
+        mass = assign.sum(dim=0).T
+        ok = mass >= self.min_mass * scale
+        if self.min_rows > 0:
+            ess = mass.pow(2) / assign.pow(2).sum(dim=0).T.clamp_min(1e-30)
+            ok = ok & (ess >= self.min_rows * scale)
+        return ok
+
     def extra_repr(self) -> str:
-        return f"kind={self.kind!r}"
+        return (f"kind={self.kind!r}, min_rows={self.min_rows:g}"
+                + (", split=True" if self.split else ""))
 
 
 # ============================================================================ environments

@@ -11,7 +11,7 @@ import taskgraph as tg
 from encoders import InputFeatures, ModularEncoder
 from taskgraph import TaskGraph, ValidationError
 from taskgraph.learners import MTCRL, create, load_learner
-from taskgraph.regularizers import env_assignment
+from taskgraph.regularizers import env_assignment, split_halves
 
 # small version of the benchmark in docs/benchmarks.md (full batch, as the M4 prototype)
 N_PER_ENV, EPOCHS = 1000, 300
@@ -178,6 +178,21 @@ def test_environment_modes_and_single_environment_warning():
         create("mtcrl", one.tasks, invariance=0.0, warmup_invariance=0.0, **kw).fit(one)
 
 
+def test_environments_below_min_env_rows_do_not_count_and_an_idle_penalty_warns():
+    data, tasks = _graph_data()
+    kw = dict(hidden=8, epochs=2, batch_size=80, verbose=False, warmup_steps=0,
+              environments="given")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        acting = create("mtcrl", tasks, min_env_rows=4, **kw).fit(data)
+    assert all(0 < h["invariance_envs"] <= 1 and h["invariance"] > 0 for h in acting.history_)
+    with pytest.warns(UserWarning, match="min_env_rows"):
+        idle = create("mtcrl", tasks, min_env_rows=1000, **kw).fit(data)
+    assert all(h["invariance_envs"] == 0 and h["invariance"] == 0 for h in idle.history_)
+    with pytest.raises(ValidationError, match="min_env_rows"):
+        create("mtcrl", tasks, min_env_rows=-1, **kw).fit(data)
+
+
 @pytest.mark.parametrize("options", [
     dict(gate="hard_concrete", invariance_kind="grad_var"),
     dict(gate="gumbel", readout="sum", invariance_kind="vrex", module_mode="separate"),
@@ -217,7 +232,8 @@ def test_bad_parameters_name_the_argument(mixed_data):
 
 
 @pytest.mark.parametrize("options", [dict(), dict(readout="sum", invariance_kind="grad_var"),
-                                     dict(invariance_intercept=False, environments="labels")])
+                                     dict(invariance_intercept=False, environments="labels"),
+                                     dict(unbiased_invariance=True)])
 def test_closed_form_penalty_equals_dummy_penalty(mixed_data, options):
     """The default (no message passing) path computes the IRMv1 gradients in closed form; it
     must equal the generic dummy + double-backward path, in value and in parameter gradients."""
@@ -228,6 +244,8 @@ def test_closed_form_penalty_equals_dummy_penalty(mixed_data, options):
     env, weight = learner._batch_envs(batch)
     member = env_assignment(env, int(learner._envs["n_envs"]))
     assign = member * weight[..., None]
+    if learner._penalty.split:
+        member, assign = split_halves(member, assign)
     results = []
     for fn in (learner._closed_form_invariance, learner._dummy_invariance):
         net.zero_grad()
@@ -240,7 +258,7 @@ def test_closed_form_penalty_equals_dummy_penalty(mixed_data, options):
         results.append((task.detach(), pen.detach(),
                         {n: p.grad.clone() for n, p in net.named_parameters()}))
     (t1, p1, g1), (t2, p2, g2) = results
-    assert float(p1) > 0
+    assert float(p1) != 0 and (float(p1) > 0 or learner._penalty.split)
     torch.testing.assert_close(t1, t2)
     torch.testing.assert_close(p1, p2, rtol=1e-4, atol=1e-8)
     for name in g1:

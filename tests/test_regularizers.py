@@ -17,6 +17,7 @@ from taskgraph.regularizers import (
     env_risks,
     gradient_variance_penalty,
     irmv1_penalty,
+    split_halves,
     vrex_penalty,
     warn_single_environment,
 )
@@ -294,3 +295,83 @@ def test_env_assignment_and_risks_from_assignment():
     torch.testing.assert_close(m1, m2)
     with pytest.raises(ValidationError, match="env"):
         env_assignment(env, 2)
+
+
+# ----------------------------------------------------------------------------- split IRMv1
+def test_split_halves_alternates_inside_every_task_and_environment():
+    env = torch.tensor([[0, 1], [0, 1], [1, 1], [0, -1], [1, 0], [0, 0]])
+    member = env_assignment(env, 2)
+    weight = torch.arange(12, dtype=torch.float32).view(6, 2) + 1
+    m2, a2 = split_halves(member, member * weight[..., None])
+    assert m2.shape == (6, 2, 4)
+    # task 0, env 0 rows 0, 1, 3, 5 -> halves 0, 1, 0, 1; env 1 rows 2, 4 -> 0, 1
+    assert m2[:, 0].argmax(-1).tolist() == [0, 2, 1, 0, 3, 2]
+    # task 1: env 1 rows 0, 1, 2 -> 0, 1, 0; env 0 rows 4, 5 -> 0, 1; row 3 excluded
+    assert m2[:, 1].argmax(-1).tolist() == [1, 3, 1, 0, 0, 2] and float(m2[3, 1].sum()) == 0
+    torch.testing.assert_close(a2, m2 * weight[..., None])
+    torch.testing.assert_close(m2[..., :2] + m2[..., 2:], member)
+    with pytest.raises(ValidationError, match="member"):
+        split_halves(torch.ones(3, 2))
+    with pytest.raises(ValidationError, match="others"):
+        split_halves(member, torch.ones(6, 2, 3))
+
+
+def test_split_irmv1_is_the_product_of_the_halves_gradients():
+    # linear risks R_e^h = <c_eh, w>: the dummy gradient of half h is c_eh, the penalty
+    # Σ_e <c_e0, c_e1> (and one invalid half drops its environment)
+    c = torch.tensor([[[1.0, 2.0]], [[3.0, -1.0]], [[0.5, 0.5]], [[-2.0, 4.0]]])  # [2E=4, T=1, 2]
+    w = torch.ones(4, 1, 2, requires_grad=True)
+    risks = (c * w).sum(-1)
+    pen = irmv1_penalty(risks, w, split=True)
+    expect = (1.0 * 0.5 + 2.0 * 0.5) + (3.0 * -2.0 + -1.0 * 4.0)
+    torch.testing.assert_close(pen, torch.tensor([expect]))
+    valid = torch.tensor([[True], [True], [True], [False]])
+    torch.testing.assert_close(irmv1_penalty(risks, w, valid, split=True), torch.tensor([1.5]))
+    with pytest.raises(ValidationError, match="split"):
+        irmv1_penalty(risks[:3], w[:3], split=True)
+    with pytest.raises(ValidationError, match="split"):
+        RouterInvariancePenalty("vrex", split=True)
+
+
+def test_split_penalty_is_unbiased_where_the_square_is_not():
+    # per-example gradients g_n = μ + noise: E[square of the batch mean] = |μ|² + σ²/n,
+    # E[product of two halves' means] = |μ|²
+    g = torch.Generator().manual_seed(0)
+    mu, n, reps = torch.tensor([0.3, -0.1]), 8, 4000
+    pen_sq, pen_split = RouterInvariancePenalty(min_mass=0), RouterInvariancePenalty(
+        min_mass=0, split=True)
+    sq, sp = [], []
+    for _ in range(reps):
+        grads = mu + torch.randn(n, 2, generator=g)                  # [B, D]
+        member = torch.ones(n, 1, 1)
+        m2, = split_halves(member)
+        mean_all = grads.mean(0)
+        halves = torch.stack([(m2[:, 0, h:h + 1] * grads).sum(0) / m2[:, 0, h].sum()
+                              for h in (0, 1)])
+        sq.append(pen_sq.from_gradients(mean_all[None, None]))
+        sp.append(pen_split.from_gradients(halves[:, None]))
+    true = float(mu.pow(2).sum())
+    assert abs(float(torch.stack(sp).mean()) - true) < 0.03
+    assert float(torch.stack(sq).mean()) - true > 0.2                # biased by σ²·D/n = 0.25
+
+
+def test_min_rows_counts_effective_rows_of_the_weights():
+    # env 0: 4 rows of weight 1 (n_eff 4); env 1: weights 5, 0.1, 0.1, 0.1 (mass 5.3, n_eff ≈ 1.1)
+    env = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])[:, None]
+    weight = torch.tensor([1.0, 1, 1, 1, 5, 0.1, 0.1, 0.1])[:, None]
+    assign = env_assignment(env, 2, weight)
+    assert RouterInvariancePenalty(min_rows=0).valid(assign)[:, 0].tolist() == [True, True]
+    assert RouterInvariancePenalty(min_rows=3).valid(assign)[:, 0].tolist() == [True, False]
+    assert RouterInvariancePenalty(min_rows=5).valid(assign)[:, 0].tolist() == [False, False]
+    # the penalty drops the environment that does not count
+    loss = torch.rand(8, 1)
+    w = torch.ones(2, 1, 1, requires_grad=True)
+    scaled = loss * w[env[:, 0], 0]
+    both = RouterInvariancePenalty(min_mass=0)(scaled, assign, w)
+    w2 = torch.ones(2, 1, 1, requires_grad=True)
+    one = RouterInvariancePenalty(min_mass=0, min_rows=3)(loss * w2[env[:, 0], 0], assign, w2)
+    risks, _ = env_risks(loss, assign)
+    torch.testing.assert_close(one, risks[0].pow(2))
+    torch.testing.assert_close(both, risks.pow(2).sum(0))
+    with pytest.raises(ValidationError, match="min_rows"):
+        RouterInvariancePenalty(min_rows=-1)

@@ -59,7 +59,12 @@ from taskgraph.learners.base import register
 from taskgraph.learners.gcnet import GCNet, _GCNetNet
 from taskgraph.learners.mtcrl import InvariantEnvironments
 from taskgraph.nn.routing import TaskModuleRouter
-from taskgraph.regularizers import RouterInvariancePenalty, decorrelation, env_assignment
+from taskgraph.regularizers import (
+    RouterInvariancePenalty,
+    decorrelation,
+    env_assignment,
+    split_halves,
+)
 from taskgraph.tasks import Task, TaskSet
 
 __all__ = ["CausalGraph"]
@@ -89,8 +94,13 @@ class CausalGraph(InvariantEnvironments, GCNet):
         decorrelation (float): module decorrelation weight. (default: :obj:`1.0`)
         invariance (float): IRMv1 weight on the gates after ``warmup_steps``; 0 switches the
             penalty off. (default: :obj:`5.0`)
-        warmup_steps (int), warmup_invariance (float), environments (str), rebalance
-            (bool, optional), max_envs (int): as in :class:`~taskgraph.learners.MTCRL`.
+        warmup_steps (int), warmup_invariance (float), unbiased_invariance (bool),
+            environments (str), rebalance (bool, optional), max_envs (int): as in
+            :class:`~taskgraph.learners.MTCRL`.
+        min_env_rows (float): as in :class:`~taskgraph.learners.MTCRL`, but off by default
+            here: the ablation tables of docs/benchmarks.md were measured without it; pass 16
+            (with ``decorrelation=0.1``, MT-CRL's defaults) on many-class tasks such as
+            Multi-MNIST (docs/mtcrl.md). (default: :obj:`0`)
         message_passing (bool): message passing between task nodes (off: the heads read
             :math:`\mathbf{s}^{(0)}`; the prior generator is then off too). (default: True)
         mp_graph (str): ``"learned"`` (messages only along :math:`\hat G` once frozen) or
@@ -132,6 +142,8 @@ class CausalGraph(InvariantEnvironments, GCNet):
         invariance: float = 5.0,
         warmup_steps: int = 100,
         warmup_invariance: float = 1.0,
+        unbiased_invariance: bool = False,
+        min_env_rows: float = 0.0,
         environments: str = "auto",
         rebalance: bool | None = None,
         max_envs: int = 16,
@@ -157,6 +169,8 @@ class CausalGraph(InvariantEnvironments, GCNet):
         self.invariance = invariance
         self.warmup_steps = warmup_steps
         self.warmup_invariance = warmup_invariance
+        self.unbiased_invariance = unbiased_invariance
+        self.min_env_rows = min_env_rows
         self.environments = environments
         self.rebalance = rebalance
         self.max_envs = max_envs
@@ -209,7 +223,8 @@ class CausalGraph(InvariantEnvironments, GCNet):
             raise ValidationError("gmtl: 'graph' factorises the prior over the learned graph; "
                                   "it needs structure=True")
         self._check_invariance_params(("sparsity", "decorrelation", "invariance",
-                                       "warmup_invariance", "alpha", "shift_z"))
+                                       "warmup_invariance", "alpha", "shift_z",
+                                       "min_env_rows"))
 
     def _make_modular(self, feature_shape: tuple[int, ...]) -> nn.Module:
         from encoders import ModularEncoder
@@ -249,7 +264,8 @@ class CausalGraph(InvariantEnvironments, GCNet):
         self._envs = None
         if train is not None and self.routing:
             self._envs = self._setup_envs(train)
-        self._penalty = RouterInvariancePenalty("irmv1")
+        self._penalty = RouterInvariancePenalty("irmv1", split=bool(self.unbiased_invariance),
+                                                min_rows=float(self.min_env_rows))
         self._gmtl_state: dict[str, Any] | None = None
         self.__dict__.pop("gmtl_", None)
         return net
@@ -272,6 +288,9 @@ class CausalGraph(InvariantEnvironments, GCNet):
         if lam > 0:
             env, weight = self._batch_envs(batch)
             member = env_assignment(env, int(self._envs["n_envs"])).to(gates.dtype)
+            assign = member * weight[..., None]
+            if self._penalty.split:  # every environment as two halves: [B, T, 2E]
+                member, assign = split_halves(member, assign)
             t, k = gates.shape
             delta = self._penalty.shift(member.shape[-1], t, k, like=gates)
             ex_gates = gates * (1.0 + torch.einsum("bte,etk->btk", member, delta))
@@ -280,7 +299,7 @@ class CausalGraph(InvariantEnvironments, GCNet):
             shift = self._penalty.shift(member.shape[-1], t, out.shape[-1], like=out)
             out_p = out + torch.einsum("bte,etc->btc", member, shift) * net.heads.col_mask
             per = lay.per_example_loss(out_p, batch.y)
-            pen = self._penalty(per, member * weight[..., None], [delta, shift]).sum()
+            pen = self._penalty(per, assign, [delta, shift]).sum()
         else:
             h, s0, w, s1 = net.states(batch.x)
             out = net.heads(s1)

@@ -4,6 +4,7 @@ invariance penalty on the routing across environments, as node-level parts of on
 from __future__ import annotations
 
 import builtins
+import warnings
 from typing import Any, ClassVar
 
 import numpy as np
@@ -25,6 +26,7 @@ from taskgraph.regularizers import (
     class_balance_table,
     decorrelation,
     env_assignment,
+    split_halves,
     warn_single_environment,
 )
 from taskgraph.tasks import Task, TaskSet
@@ -233,13 +235,14 @@ class MTCRL(InvariantEnvironments, BaseLearner):
         \mathbf{z}) + \mathbf{u} \text{ in environment } e
 
     (IRMv1 on the gates: a dummy multiplier :math:`\mathbf{w}` of task ``t``'s gate vector,
-    plus a dummy shift :math:`\mathbf{u}` of its intercept, ``invariance_intercept``). The
-    weight :math:`\lambda` is ``warmup_invariance`` for the first ``warmup_steps`` optimiser
-    steps and ``invariance`` afterwards; the bracket is divided by :math:`\lambda` when
-    :math:`\lambda > 1` (``renormalize``, IRM's practice). Environments: the data's ``env``
-    ids, strata of the other tasks' labels with task ``t``'s classes re-balanced inside each
-    stratum, or both crossed (``environments``). A single environment disables the penalty with
-    a ``UserWarning``.
+    plus a dummy shift :math:`\mathbf{u}` of its intercept, ``invariance_intercept``; each
+    squared norm can instead be estimated without bias as the product of two halves'
+    gradients, ``unbiased_invariance``). The weight :math:`\lambda` is ``warmup_invariance``
+    for the first ``warmup_steps`` optimiser steps and ``invariance`` afterwards; the bracket
+    is divided by :math:`\lambda` when :math:`\lambda > 1` (``renormalize``, IRM's
+    practice). Environments: the data's ``env`` ids, strata of the other tasks' labels with
+    task ``t``'s classes re-balanced inside each stratum, or both crossed (``environments``).
+    A single environment disables the penalty with a ``UserWarning``.
 
     ``task_graph_`` holds the learned routing (module → task edges, ``learned=True``) and the
     given graph's task → task edges (none without a ``graph``); ``routing_`` is the ``[T, K]``
@@ -264,7 +267,9 @@ class MTCRL(InvariantEnvironments, BaseLearner):
         sparsity (float): :math:`\lambda_{\text{sp}}`. (default: :obj:`1e-2`)
         sparsity_kind (str): ``"l1"``, ``"entropy"``, ``"l1+entropy"`` or ``"none"``.
             (default: :obj:`"l1"`)
-        decorrelation (float): :math:`\lambda_{\text{dec}}`. (default: :obj:`1.0`)
+        decorrelation (float): :math:`\lambda_{\text{dec}}`; see docs/mtcrl.md for why the
+            default is small (independent modules are the wrong target when the true factors
+            are correlated in training, as on Multi-MNIST). (default: :obj:`0.1`)
         decorrelation_kind (str): ``"corr"`` or ``"hsic"``. (default: :obj:`"corr"`)
         decorrelation_units (int, optional): features per module drawn at random each step for
             the decorrelation (an unbiased estimate that keeps its cost small for wide modules;
@@ -280,6 +285,16 @@ class MTCRL(InvariantEnvironments, BaseLearner):
             (default: :obj:`True`)
         invariance_intercept (bool): add the intercept-shift dummy :math:`\mathbf{u}` to the
             IRMv1 / gradient-variance penalty. (default: :obj:`True`)
+        unbiased_invariance (bool): estimate IRMv1's squared gradient by the product of the
+            gradients of two halves of every environment's examples in the batch
+            (:func:`~taskgraph.regularizers.split_halves`), which is unbiased; the default
+            squares the whole batch's gradient, which adds its sampling variance. The unbiased
+            estimate is noisier and measured worse (docs/mtcrl.md). (default: :obj:`False`)
+        min_env_rows (float): an environment enters a batch's penalty only with at least this
+            many effective rows in the batch (Kish's :math:`(\sum a)^2 / \sum a^2` of the
+            re-balancing weights): below that the squared gradient is mostly sampling noise
+            (see :class:`~taskgraph.regularizers.RouterInvariancePenalty`). The ``invariance_envs``
+            log is the share of (environment, task) pairs that counted. (default: :obj:`16`)
         environments (str): ``"given"`` (the data's ``env``), ``"labels"`` (strata of the
             other tasks' labels), ``"both"`` (given × label strata) or ``"auto"`` (``"both"``
             when the data has two or more environments and there are label strata, else
@@ -310,7 +325,7 @@ class MTCRL(InvariantEnvironments, BaseLearner):
         prune_threshold: float | None = None,
         sparsity: float = 1e-2,
         sparsity_kind: str = "l1",
-        decorrelation: float = 1.0,
+        decorrelation: float = 0.1,
         decorrelation_kind: str = "corr",
         decorrelation_units: int | None = 16,
         invariance: float = 5.0,
@@ -319,6 +334,8 @@ class MTCRL(InvariantEnvironments, BaseLearner):
         warmup_invariance: float = 1.0,
         renormalize: bool = True,
         invariance_intercept: bool = True,
+        unbiased_invariance: bool = False,
+        min_env_rows: float = 16.0,
         environments: str = "auto",
         rebalance: bool | None = None,
         max_envs: int = 16,
@@ -345,6 +362,8 @@ class MTCRL(InvariantEnvironments, BaseLearner):
         self.warmup_invariance = warmup_invariance
         self.renormalize = renormalize
         self.invariance_intercept = invariance_intercept
+        self.unbiased_invariance = unbiased_invariance
+        self.min_env_rows = min_env_rows
         self.environments = environments
         self.rebalance = rebalance
         self.max_envs = max_envs
@@ -368,7 +387,7 @@ class MTCRL(InvariantEnvironments, BaseLearner):
             if value not in allowed:
                 raise ValidationError(f"{name}: expected one of {allowed}, got {value!r}")
         self._check_invariance_params(("sparsity", "decorrelation", "invariance",
-                                       "warmup_invariance"))
+                                       "warmup_invariance", "min_env_rows"))
         if self.graph is not None:
             if not isinstance(self.graph, TaskGraph):
                 raise ValidationError(
@@ -420,10 +439,14 @@ class MTCRL(InvariantEnvironments, BaseLearner):
             edge_index, edge_weight = self.graph.to_edge_index()
         heads = TaskHeads(self.tasks_set_, router.out_dim)
         self._step = 0
+        self._max_share: float | None = None
+        self._idle_checked = False
         self._envs: dict[str, Any] | None = None
         if train is not None:
             self._envs = self._setup_envs(train)
-        self._penalty = RouterInvariancePenalty(self.invariance_kind)
+        self._penalty = RouterInvariancePenalty(
+            self.invariance_kind, split=bool(self.unbiased_invariance)
+            and self.invariance_kind == "irmv1", min_rows=float(self.min_env_rows))
         return _MTCRLNet(encoder, router, heads, mp, edge_index, edge_weight)
 
     def _loss(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
@@ -452,6 +475,7 @@ class MTCRL(InvariantEnvironments, BaseLearner):
         if pen is not None:
             loss = loss + lam * pen
             logs["invariance"] = float(pen.detach())
+            logs["invariance_envs"] = self._valid_share
             logs["lambda_inv"] = lam
             if lam > 1.0 and self.renormalize:
                 loss = loss / lam
@@ -467,6 +491,13 @@ class MTCRL(InvariantEnvironments, BaseLearner):
         y = batch.y
         member = env_assignment(env, n_envs).to(gates.dtype)  # [B, T, E] one-hot
         assign = member * weight[..., None]
+        if self._penalty.split:  # every environment as two halves: [B, T, 2E]
+            member, assign = split_halves(member, assign)
+        with torch.no_grad():  # share of the (environment, task) pairs with data that count
+            present = assign.sum(dim=0).T > 0
+            self._valid_share = float(
+                (self._penalty.valid(assign) & present).sum() / present.sum().clamp_min(1))
+        self._max_share = max(self._max_share or 0.0, self._valid_share)
         if not self._penalty.needs_dummy:
             per = self.layout_.per_example_loss(net.head_out(z, gates), y)
             per_p = per if self.penalty_through_encoder else self.layout_.per_example_loss(
@@ -531,13 +562,27 @@ class MTCRL(InvariantEnvironments, BaseLearner):
         grads = [grad_w]
         if self.invariance_intercept:
             grads.append(torch.einsum("bte,btc->etc", norm, dl) * net.heads.col_mask)
-        valid = (mass >= self._penalty.min_mass).T
+        valid = self._penalty.valid(assign)
         pen = self._penalty.from_gradients(torch.cat(grads, dim=-1), valid)
         return task, pen.sum()
 
     # ------------------------------------------------------------------ hooks
+    def _warn_if_penalty_idle(self, epoch: int) -> None:
+        """After the first epoch in which the penalty was on: warn once when no environment of
+        any batch had ``min_env_rows`` effective rows (the penalty then did nothing)."""
+        if getattr(self, "_max_share", None) is None or getattr(self, "_idle_checked", False):
+            return
+        self._idle_checked = True
+        if self._max_share == 0.0:
+            warnings.warn(
+                f"min_env_rows: no environment had {self.min_env_rows:g} effective rows in any "
+                f"batch of epoch {epoch}, so the invariance penalty did not act; raise "
+                "batch_size, or lower max_envs or min_env_rows (docs/mtcrl.md)", UserWarning,
+                stacklevel=2)
+
     @torch.no_grad()
     def _on_epoch_end(self, epoch: int, train: MultiTaskData) -> dict[str, float]:
+        self._warn_if_penalty_idle(epoch)
         g = self.model_.router.routing()
         t, k = g.shape
         if t * k > 64:
