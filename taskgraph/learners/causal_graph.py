@@ -97,10 +97,10 @@ class CausalGraph(InvariantEnvironments, GCNet):
         warmup_steps (int), warmup_invariance (float), unbiased_invariance (bool),
             environments (str), rebalance (bool, optional), max_envs (int): as in
             :class:`~taskgraph.learners.MTCRL`.
-        min_env_rows (float): as in :class:`~taskgraph.learners.MTCRL`, but off by default
-            here: the ablation tables of docs/benchmarks.md were measured without it; pass 16
-            (with ``decorrelation=0.1``, MT-CRL's defaults) on many-class tasks such as
-            Multi-MNIST (docs/mtcrl.md). (default: :obj:`0`)
+        min_env_rows (float): as in :class:`~taskgraph.learners.MTCRL`. ``mtcrl`` defaults to
+            16 and ``decorrelation=0`` since 2026-11-30 (docs/mtcrl.md); this learner keeps 0
+            and ``decorrelation=1``, the settings its ablation tables in docs/benchmarks.md were
+            measured with. (default: :obj:`0`)
         message_passing (bool): message passing between task nodes (off: the heads read
             :math:`\mathbf{s}^{(0)}`; the prior generator is then off too). (default: True)
         mp_graph (str): ``"learned"`` (messages only along :math:`\hat G` once frozen) or
