@@ -263,3 +263,23 @@ def test_closed_form_penalty_equals_dummy_penalty(mixed_data, options):
     torch.testing.assert_close(p1, p2, rtol=1e-4, atol=1e-8)
     for name in g1:
         torch.testing.assert_close(g1[name], g2[name], rtol=1e-3, atol=1e-6, msg=name)
+
+
+def test_an_idle_penalty_does_not_renormalise_the_loss():
+    """With no environment above ``min_env_rows`` the penalty is 0 and the loss must equal the
+    penalty-free loss (not divided by λ = 5)."""
+    data, tasks = _graph_data()
+    kw = dict(hidden=8, epochs=0, verbose=False, warmup_steps=0, seed=3, environments="given")
+    idle = create("mtcrl", tasks, min_env_rows=1000, **kw).fit(data)
+    off = create("mtcrl", tasks, invariance=0.0, warmup_invariance=0.0, **kw).fit(data)
+    off.model_.load_state_dict(idle.model_.state_dict())
+    batch = data[torch.arange(64)]
+    loss_idle, logs = idle._loss(batch, epoch=0)
+    loss_off, _ = off._loss(batch, epoch=0)
+    assert logs["invariance"] == 0 and logs["invariance_envs"] == 0 and logs["lambda_inv"] == 5
+    torch.testing.assert_close(loss_idle, loss_off)
+    acting = create("mtcrl", tasks, min_env_rows=0, **kw).fit(data)
+    acting.model_.load_state_dict(idle.model_.state_dict())
+    loss_act, logs_act = acting._loss(batch, epoch=0)
+    assert logs_act["invariance_envs"] > 0
+    torch.testing.assert_close(loss_act, (loss_off + 5 * logs_act["invariance"]) / 5)

@@ -300,6 +300,7 @@ class CausalGraph(InvariantEnvironments, GCNet):
             out_p = out + torch.einsum("bte,etc->btc", member, shift) * net.heads.col_mask
             per = lay.per_example_loss(out_p, batch.y)
             pen = self._penalty(per, assign, [delta, shift]).sum()
+            counted = bool(self._penalty.valid(assign).any())
         else:
             h, s0, w, s1 = net.states(batch.x)
             out = net.heads(s1)
@@ -319,7 +320,7 @@ class CausalGraph(InvariantEnvironments, GCNet):
         if pen is not None:
             loss = loss + lam * pen
             logs["invariance"] = float(pen.detach())
-            if lam > 1.0:
+            if lam > 1.0 and counted:   # an idle penalty does not shrink the task gradients
                 loss = loss / lam
         return loss, logs
 

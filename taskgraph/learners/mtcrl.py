@@ -240,9 +240,10 @@ class MTCRL(InvariantEnvironments, BaseLearner):
     gradients, ``unbiased_invariance``). The weight :math:`\lambda` is ``warmup_invariance``
     for the first ``warmup_steps`` optimiser steps and ``invariance`` afterwards; the bracket
     is divided by :math:`\lambda` when :math:`\lambda > 1` (``renormalize``, IRM's
-    practice). Environments: the data's ``env`` ids, strata of the other tasks' labels with
-    task ``t``'s classes re-balanced inside each stratum, or both crossed (``environments``).
-    A single environment disables the penalty with a ``UserWarning``.
+    practice) and some environment of the batch counts (``min_env_rows``). Environments: the
+    data's ``env`` ids, strata of the other tasks' labels with task ``t``'s classes
+    re-balanced inside each stratum, or both crossed (``environments``). A single environment
+    disables the penalty with a ``UserWarning``.
 
     ``task_graph_`` holds the learned routing (module → task edges, ``learned=True``) and the
     given graph's task → task edges (none without a ``graph``); ``routing_`` is the ``[T, K]``
@@ -281,8 +282,8 @@ class MTCRL(InvariantEnvironments, BaseLearner):
         warmup_steps (int): optimiser steps (not epochs) before the full penalty.
             (default: :obj:`100`)
         warmup_invariance (float): :math:`\lambda` during the warm-up. (default: :obj:`1.0`)
-        renormalize (bool): divide the loss by :math:`\lambda` when :math:`\lambda > 1`.
-            (default: :obj:`True`)
+        renormalize (bool): divide the loss by :math:`\lambda` when :math:`\lambda > 1` (in
+            batches where some environment counts). (default: :obj:`True`)
         invariance_intercept (bool): add the intercept-shift dummy :math:`\mathbf{u}` to the
             IRMv1 / gradient-variance penalty. (default: :obj:`True`)
         unbiased_invariance (bool): estimate IRMv1's squared gradient by the product of the
@@ -477,7 +478,9 @@ class MTCRL(InvariantEnvironments, BaseLearner):
             logs["invariance"] = float(pen.detach())
             logs["invariance_envs"] = self._valid_share
             logs["lambda_inv"] = lam
-            if lam > 1.0 and self.renormalize:
+            # renormalise only when some environment counted: an idle penalty (no environment
+            # with min_env_rows) must not shrink the task gradients by 1/λ
+            if lam > 1.0 and self.renormalize and self._valid_share > 0:
                 loss = loss / lam
         return loss, logs
 
