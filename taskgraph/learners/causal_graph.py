@@ -91,16 +91,15 @@ class CausalGraph(InvariantEnvironments, GCNet):
             1 (no routing, so no invariance penalty). (default: :obj:`True`)
         gate_init (float): initial gate. (default: :obj:`0.5`)
         sparsity (float): L1 weight on the gates. (default: :obj:`1e-2`)
-        decorrelation (float): module decorrelation weight. (default: :obj:`1.0`)
+        decorrelation (float): module decorrelation weight (off by default, as in
+            :class:`~taskgraph.learners.MTCRL`; docs/mtcrl.md). (default: :obj:`0.0`)
         invariance (float): IRMv1 weight on the gates after ``warmup_steps``; 0 switches the
             penalty off. (default: :obj:`5.0`)
         warmup_steps (int), warmup_invariance (float), unbiased_invariance (bool),
             environments (str), rebalance (bool, optional), max_envs (int): as in
             :class:`~taskgraph.learners.MTCRL`.
-        min_env_rows (float): as in :class:`~taskgraph.learners.MTCRL`. ``mtcrl`` defaults to
-            16 and ``decorrelation=0`` since 2026-11-30 (docs/mtcrl.md); this learner keeps 0
-            and ``decorrelation=1``, the settings its ablation tables in docs/benchmarks.md were
-            measured with. (default: :obj:`0`)
+        min_env_rows (float): as in :class:`~taskgraph.learners.MTCRL`: environments with
+            fewer effective rows in a batch do not enter the penalty. (default: :obj:`16`)
         message_passing (bool): message passing between task nodes (off: the heads read
             :math:`\mathbf{s}^{(0)}`; the prior generator is then off too). (default: True)
         mp_graph (str): ``"learned"`` (messages only along :math:`\hat G` once frozen) or
@@ -137,13 +136,13 @@ class CausalGraph(InvariantEnvironments, GCNet):
         routing: bool = True,
         gate_init: float = 0.5,
         sparsity: float = 1e-2,
-        decorrelation: float = 1.0,
+        decorrelation: float = 0.0,
         decorrelation_units: int | None = 16,
         invariance: float = 5.0,
         warmup_steps: int = 100,
         warmup_invariance: float = 1.0,
         unbiased_invariance: bool = False,
-        min_env_rows: float = 0.0,
+        min_env_rows: float = 16.0,
         environments: str = "auto",
         rebalance: bool | None = None,
         max_envs: int = 16,
