@@ -500,25 +500,24 @@ class RouterInvariancePenalty(nn.Module):
         dummy: Dummies | None,
         weight: torch.Tensor | None = None,
         n_envs: int | None = None,
+        valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Per-task penalty ``[T]`` from per-example losses ``[B, T]`` and environments
         ``[B, T]`` or ``[B]`` (``-1`` = excluded) or an assignment ``[B, T, E]``
         (:func:`env_assignment`, weights included); ``dummy``: tensor(s) ``[E, T, ...]``
         (``None`` for ``"vrex"``); ``n_envs`` defaults to the dummies' ``E`` (or
-        ``max(env) + 1``)."""
+        ``max(env) + 1``); ``valid`` is :meth:`valid` of the assignment when the caller has
+        it already."""
         if self.needs_dummy and dummy is None:
             raise ValidationError(f"dummy: the {self.kind!r} penalty needs the dummy multiplier")
-        if env.dim() == 3:
-            n_envs = env.shape[-1]
-        elif n_envs is None:
-            n_envs = (int(_as_list(dummy)[0].shape[0]) if dummy is not None
-                      else int(env.max().clamp_min(0)) + 1)
         if env.dim() != 3:
             if n_envs is None:
-                raise ValidationError("n_envs: needed when env holds environment ids")
+                n_envs = (int(_as_list(dummy)[0].shape[0]) if dummy is not None
+                          else int(env.max().clamp_min(0)) + 1)
             env = env_assignment(env, n_envs, weight, n_tasks=loss.shape[1]).to(loss.dtype)
         risks, _ = env_risks(loss, env)
-        valid = self.valid(env)
+        if valid is None:
+            valid = self.valid(env)
         if self.kind == "irmv1":
             return irmv1_penalty(risks, dummy, valid, split=self.split)
         if self.kind == "grad_var":

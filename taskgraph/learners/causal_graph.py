@@ -298,8 +298,7 @@ class CausalGraph(InvariantEnvironments, GCNet):
             shift = self._penalty.shift(member.shape[-1], t, out.shape[-1], like=out)
             out_p = out + torch.einsum("bte,etc->btc", member, shift) * net.heads.col_mask
             per = lay.per_example_loss(out_p, batch.y)
-            pen = self._penalty(per, assign, [delta, shift]).sum()
-            counted = bool(self._penalty.valid(assign).any())
+            pen = self._penalty(per, assign, [delta, shift], valid=self._counted(assign)).sum()
         else:
             h, s0, w, s1 = net.states(batch.x)
             out = net.heads(s1)
@@ -319,7 +318,8 @@ class CausalGraph(InvariantEnvironments, GCNet):
         if pen is not None:
             loss = loss + lam * pen
             logs["invariance"] = float(pen.detach())
-            if lam > 1.0 and counted:   # an idle penalty does not shrink the task gradients
+            # an idle penalty (no environment counted) does not shrink the task gradients
+            if lam > 1.0 and self._valid_share > 0:
                 loss = loss / lam
         return loss, logs
 

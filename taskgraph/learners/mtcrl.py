@@ -199,6 +199,17 @@ class InvariantEnvironments:
         codes = self._env_codes(envs, batch.y, batch.env)
         return balance_weights(envs["table"], codes, batch.y)
 
+    def _counted(self, assign: torch.Tensor) -> torch.Tensor:
+        """The penalty's ``valid`` mask ``[E, T]`` of a batch's assignment; records the share
+        of the (environment, task) pairs with data that count (``self._valid_share``, logged
+        as ``invariance_envs``) and its running maximum (``self._max_share``)."""
+        valid = self._penalty.valid(assign)
+        with torch.no_grad():
+            present = assign.sum(dim=0).T > 0
+            self._valid_share = float((valid & present).sum() / present.sum().clamp_min(1))
+        self._max_share = max(getattr(self, "_max_share", None) or 0.0, self._valid_share)
+        return valid
+
     @staticmethod
     def _task_loss(per: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Sum over tasks of the mean loss over observed labels, from per-example losses."""
@@ -496,22 +507,20 @@ class MTCRL(InvariantEnvironments, BaseLearner):
         assign = member * weight[..., None]
         if self._penalty.split:  # every environment as two halves: [B, T, 2E]
             member, assign = split_halves(member, assign)
-        with torch.no_grad():  # share of the (environment, task) pairs with data that count
-            present = assign.sum(dim=0).T > 0
-            self._valid_share = float(
-                (self._penalty.valid(assign) & present).sum() / present.sum().clamp_min(1))
-        self._max_share = max(self._max_share or 0.0, self._valid_share)
+        valid = self._counted(assign)
         if not self._penalty.needs_dummy:
             per = self.layout_.per_example_loss(net.head_out(z, gates), y)
             per_p = per if self.penalty_through_encoder else self.layout_.per_example_loss(
                 net.head_out(z.detach(), gates), y)
-            return self._task_loss(per, y), self._penalty(per_p, assign, None).sum()
+            return self._task_loss(per, y), self._penalty(per_p, assign, None,
+                                                          valid=valid).sum()
         if net.mp is None:
-            return self._closed_form_invariance(net, z, gates, y, assign)
-        return self._dummy_invariance(net, z, gates, y, member, assign)
+            return self._closed_form_invariance(net, z, gates, y, assign, valid)
+        return self._dummy_invariance(net, z, gates, y, member, assign, valid)
 
     def _dummy_invariance(self, net: _MTCRLNet, z: torch.Tensor, gates: torch.Tensor,
-                          y: torch.Tensor, member: torch.Tensor, assign: torch.Tensor
+                          y: torch.Tensor, member: torch.Tensor, assign: torch.Tensor,
+                          valid: torch.Tensor | None = None
                           ) -> tuple[torch.Tensor, torch.Tensor]:
         """Task loss and IRMv1 / gradient-variance penalty through dummies and a second
         backward pass (any read-out, message passing included)."""
@@ -529,14 +538,15 @@ class MTCRL(InvariantEnvironments, BaseLearner):
             out = out + torch.einsum("bte,etc->btc", member, shift) * net.heads.col_mask
             dummies.append(shift)
         per_p = self.layout_.per_example_loss(out, y)
-        pen = self._penalty(per_p, assign, dummies).sum()
+        pen = self._penalty(per_p, assign, dummies, valid=valid).sum()
         if self.penalty_through_encoder:
             return self._task_loss(per_p, y), pen
         per = self.layout_.per_example_loss(net.head_out(z, gates), y)
         return self._task_loss(per, y), pen
 
     def _closed_form_invariance(self, net: _MTCRLNet, z: torch.Tensor, gates: torch.Tensor,
-                                y: torch.Tensor, assign: torch.Tensor
+                                y: torch.Tensor, assign: torch.Tensor,
+                                valid: torch.Tensor | None = None
                                 ) -> tuple[torch.Tensor, torch.Tensor]:
         r"""Task loss and IRMv1 / gradient-variance penalty without message passing, with the
         dummy gradients in closed form (no second backward pass through the read-out):
@@ -565,7 +575,8 @@ class MTCRL(InvariantEnvironments, BaseLearner):
         grads = [grad_w]
         if self.invariance_intercept:
             grads.append(torch.einsum("bte,btc->etc", norm, dl) * net.heads.col_mask)
-        valid = self._penalty.valid(assign)
+        if valid is None:
+            valid = self._penalty.valid(assign)
         pen = self._penalty.from_gradients(torch.cat(grads, dim=-1), valid)
         return task, pen.sum()
 
