@@ -36,6 +36,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "mtcrl, decorrelation 0.1": ("mtcrl", {"decorrelation": 0.1}),
     "mtcrl, decorrelation 1": ("mtcrl", {"decorrelation": 1.0}),
     "mtcrl, min_env_rows 0 (penalty on every environment)": ("mtcrl", {"min_env_rows": 0.0}),
+    "mtcrl, min_env_rows 0, unbiased two-halves penalty": (
+        "mtcrl", {"min_env_rows": 0.0, "unbiased_invariance": True}),
     "mtcrl, decorrelation 1, min_env_rows 0 (the old defaults)": (
         "mtcrl", {"decorrelation": 1.0, "min_env_rows": 0.0}),
     "mtcrl, no invariance": ("mtcrl", {"invariance": 0.0, "warmup_invariance": 0.0}),
