@@ -20,11 +20,12 @@ import torch
 
 import taskgraph as tg
 from taskgraph.metrics import format_table, structure
+from taskgraph.train import make_adam
 
 
 def step_ms(learner: tg.learners.BaseLearner, data: tg.MultiTaskData, n_steps: int) -> float:
     """Median wall time of one optimisation step (forward, backward, Adam) in ms."""
-    opt = torch.optim.Adam(learner._param_groups(1e-3), lr=1e-3)
+    opt = make_adam(learner._param_groups(1e-3), 1e-3)
     learner._optimizer = opt
     learner.model_.train()
     batches = list(data.loader(128, shuffle=True, seed=0))

@@ -40,6 +40,7 @@ import torch
 
 from taskgraph._io import json_safe as _json_safe
 from taskgraph.exceptions import ValidationError
+from taskgraph.train import make_adam
 
 __all__ = ["run_bench", "bench_tables", "update_docs", "step_times", "REFERENCES", "START",
            "END"]
@@ -184,7 +185,7 @@ def step_times(learners: dict[str, Any], train: Any, steps: int, batch_size: int
     for name, learner in learners.items():
         learner.fit(train, epochs=0)              # build the model only
         learner.model_.train()
-        opts[name] = torch.optim.Adam(learner._param_groups(lr), lr=lr, foreach=True)
+        opts[name] = make_adam(learner._param_groups(lr), lr)
         learner._optimizer = opts[name]
     batches = list(train.loader(batch_size, shuffle=True, seed=0, drop_last=True))
     if not batches:

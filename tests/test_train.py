@@ -63,3 +63,28 @@ def test_bad_fit_arguments(mixed_data):
         learner.fit(mixed_data, epochs=-1)
     with pytest.raises(ValidationError, match="patience"):
         create("hard_sharing", mixed_data.tasks, patience=0, verbose=False).fit(mixed_data)
+
+
+def test_make_adam_fused_on_cpu_and_same_update_as_foreach():
+    from taskgraph.train import make_adam
+
+    torch.manual_seed(0)
+    a = torch.nn.Parameter(torch.randn(5, 3))
+    b = torch.nn.Parameter(a.detach().clone())
+    opt_f = make_adam([{"params": [a]}], lr=1e-2, weight_decay=1e-3)
+    opt_r = torch.optim.Adam([b], lr=1e-2, weight_decay=1e-3, foreach=True)
+    assert opt_f.defaults["fused"] is True
+    for _ in range(5):
+        g = torch.randn(5, 3)
+        a.grad, b.grad = g.clone(), g.clone()
+        opt_f.step()
+        opt_r.step()
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_make_adam_falls_back_to_foreach_off_cpu_and_cuda():
+    from taskgraph.train import make_adam
+
+    p = torch.nn.Parameter(torch.empty(3, device="meta"))
+    opt = make_adam([p], lr=1e-3)
+    assert opt.defaults["foreach"] is True and not opt.defaults["fused"]
