@@ -341,3 +341,41 @@ def test_bad_input_names_the_argument():
         ebm.gibbs(phi, psi, schedule="random")
     with pytest.raises(ValidationError, match="burn_in"):
         ebm.gibbs(phi, psi, n_sweeps=5, burn_in=5)
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_pairwise_energy_equals_table_sum_and_stacks_label_vectors(dense, monkeypatch):
+    """``energy`` equals the sum of ``forward``'s table entries at ``y`` over edges with both
+    ends active (value and gradients), and ``K`` stacked label vectors give the ``K`` separate
+    energies."""
+    import taskgraph.nn.aggregate as agg
+
+    if not dense:
+        monkeypatch.setattr(agg, "DENSE_PAIRS", 0)
+    g = torch.Generator().manual_seed(3)
+    b, t, d, c, k = 4, 5, 6, 3, 3
+    torch.manual_seed(0)
+    pot = PairwisePotential(d, c, hidden=4)
+    with torch.no_grad():
+        pot.bias.normal_()
+    edges = random_edges(t, 9, g)
+    s = torch.randn(b, t, d, generator=g, requires_grad=True)
+    w = torch.rand(edges.shape[1], generator=g, requires_grad=True)
+    y = torch.randint(0, c, (k, b, t), generator=g)
+    active = torch.rand(b, t, generator=g) > 0.3
+    table = pot(s, edges, w)                                           # [B, E, C, C]
+    src, dst = edges
+    ref = torch.zeros(k, b)
+    for q, n, e in itertools.product(range(k), range(b), range(edges.shape[1])):
+        i, j = int(src[e]), int(dst[e])
+        if active[n, i] and active[n, j]:
+            ref[q, n] = ref[q, n] + table[n, e, y[q, n, i], y[q, n, j]]
+    got = pot.energy(s, edges, w, y, active)
+    assert got.shape == (k, b)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    for q in range(k):
+        torch.testing.assert_close(pot.energy(s, edges, w, y[q], active), got[q])
+    gs, gw = torch.autograd.grad(got.sum(), (s, w))
+    rs, rw = torch.autograd.grad(ref.sum(), (s, w))
+    torch.testing.assert_close(gs, rs, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(gw, rw, rtol=1e-4, atol=1e-5)

@@ -485,52 +485,46 @@ class GCNet(BaseLearner):
         else:
             edges, w = net.edge_index, s1.new_ones(net.edge_index.shape[1])
         log_c = net.log_norm(h).squeeze(-1)
-
-        def log_p(labels: torch.Tensor) -> torch.Tensor:
-            idx = torch.nan_to_num(labels).long().clamp(0, phi.shape[-1] - 1)
-            unary = torch.where(active, phi.gather(-1, idx[..., None])[..., 0],
-                                torch.zeros_like(labels)).sum(-1)
-            return unary + net.pair.energy(s1, edges, w, idx, active) + log_c
+        k = max(1, int(self.n_negatives))
 
         n_states = self._n_states.to(y.device)
-        negs, lq_negs, lq_data = [], [], []
         with torch.no_grad():
+            # all K negatives of every row in one draw: K*B rows, row q*B + n is negative q of n
             if self.sem:
-                u = self._sem_unary(batch.x, h)
+                u = self._sem_unary(batch.x, h).repeat(k, 1, 1)
                 edge_mask = self._edge_mask.to(y.device)
-            else:
+                targets, values = random_interventions(
+                    k * b, t, n_states, self.p_intervene, generator=self._gen,
+                    eligible=~lay.is_reg.cpu())
+                targets, values = targets.to(y.device), values.to(y.device)
+                y_k, obs_k = y.repeat(k, 1), obs.repeat(k, 1)
+                if batch.do is not None:   # real interventional rows keep their targets
+                    do_k = batch.do.repeat(k, 1)
+                    targets = torch.where(do_k.any(dim=1, keepdim=True), do_k, targets)
+                y_neg = net.sem.sample(u, targets, values, self._generations, edge_mask,
+                                       y_fixed=y_k, generator=self._gen)
+                # log q of the negatives and of the data under the same interventions, one pass
+                lq = net.sem.noise_log_density(u.repeat(2, 1, 1), torch.cat([y_neg, y_k]),
+                                               targets.repeat(2, 1), edge_mask,
+                                               mask=obs_k.repeat(2, 1)).view(2, k, b)
+                lq_negs, lq_data = lq[0], lq[1]
+            else:  # SGNN-EBM: factorised noise from the heads' marginals
                 lp = lay.log_proba(out)
-            for _ in range(max(1, int(self.n_negatives))):
-                if self.sem:
-                    targets, values = random_interventions(
-                        b, t, n_states, self.p_intervene, generator=self._gen,
-                        eligible=~lay.is_reg.cpu())
-                    targets, values = targets.to(y.device), values.to(y.device)
-                    if batch.do is not None:   # real interventional rows keep their targets
-                        real = batch.do.any(dim=1, keepdim=True)
-                        targets = torch.where(real, batch.do, targets)
-                    y_neg = net.sem.sample(u, targets, values, self._generations, edge_mask,
-                                           y_fixed=y, generator=self._gen)
-                    lq_n = net.sem.noise_log_density(u, y_neg, targets, edge_mask, mask=obs)
-                    lq_d = net.sem.noise_log_density(u, y, targets, edge_mask, mask=obs)
-                else:  # SGNN-EBM: factorised noise from the heads' marginals
-                    probs = torch.where(lay.is_reg[:, None], torch.zeros_like(lp), lp.exp())
-                    probs[..., 0] = torch.where(lay.is_reg, 1.0, probs[..., 0])
-                    draw = categorical(probs, self._gen).float()
-                    y_neg = torch.where(lay.is_reg, torch.nan_to_num(y), draw)
-
-                    def lq(labels: torch.Tensor) -> torch.Tensor:
-                        idx = torch.nan_to_num(labels).long().clamp(0, lp.shape[-1] - 1)
-                        val = lp.gather(-1, idx[..., None])[..., 0]
-                        return torch.where(active, val, torch.zeros_like(val)).sum(-1)
-
-                    lq_n, lq_d = lq(y_neg), lq(y)
-                negs.append(y_neg)
-                lq_negs.append(lq_n)
-                lq_data.append(lq_d)
-        log_p_negs = torch.stack([log_p(yn) for yn in negs], dim=1)
-        return ice_loss(log_p(y), torch.stack(lq_data).mean(0), log_p_negs,
-                        torch.stack(lq_negs, dim=1), kind=self.ice_kind)
+                probs = torch.where(lay.is_reg[:, None], torch.zeros_like(lp), lp.exp())
+                probs[..., 0] = torch.where(lay.is_reg, 1.0, probs[..., 0])
+                draw = categorical(probs.expand(k, *probs.shape), self._gen).float()
+                y_neg = torch.where(lay.is_reg, torch.nan_to_num(y), draw).reshape(k * b, t)
+                idx = torch.nan_to_num(torch.cat([y_neg, y])).long().clamp(0, lp.shape[-1] - 1)
+                val = lp.expand(k + 1, *lp.shape).gather(-1, idx.view(k + 1, b, t, 1))[..., 0]
+                lq = torch.where(active, val, torch.zeros_like(val)).sum(-1)   # [K+1, B]
+                lq_negs, lq_data = lq[:k], lq[k:].expand(k, b)
+        # the EBM scores the data and all negatives in one pass: [K+1, B]
+        labels = torch.cat([y[None], y_neg.view(k, b, t)])
+        idx = torch.nan_to_num(labels).long().clamp(0, phi.shape[-1] - 1)
+        unary = phi.expand(k + 1, *phi.shape).gather(-1, idx[..., None])[..., 0]
+        unary = torch.where(active, unary, torch.zeros_like(unary)).sum(-1)
+        log_p = unary + net.pair.energy(s1, edges, w, idx, active) + log_c
+        return ice_loss(log_p[0], lq_data.mean(0), log_p[1:].T, lq_negs.T, kind=self.ice_kind)
 
     def _param_groups(self, lr: float) -> builtins.list[dict[str, Any]]:
         """The output SEM (its weights and linear unary) learns at ``sem_lr``: a convex-ish

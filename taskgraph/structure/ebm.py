@@ -116,23 +116,29 @@ class PairwisePotential(nn.Module):
         of :meth:`forward`'s table entries at ``y`` (tested).
 
         Shapes:
-            - **s:** ``[B, T, d]``; **edge_weight:** ``[E]``; **y:** ``[B, T]`` long states;
-              **active:** ``[B, T]`` bool (observed, non-constant tasks)
-            - **output:** ``[B]``
+            - **s:** ``[B, T, d]``; **edge_weight:** ``[E]``; **y:** ``[B, T]`` long states, or
+              ``[K, B, T]`` for ``K`` label vectors per row (scored in one pass: the
+              projections of ``s`` are computed once); **active:** ``[B, T]`` bool (observed,
+              non-constant tasks)
+            - **output:** ``[B]`` (or ``[K, B]``)
         """
-        b, t = y.shape
+        b, t = y.shape[-2:]
         c, r = self.n_states, self.hidden
-        yi = y.clamp(0, c - 1)
-        act = active.to(s.dtype)
-        p = self.proj_src(s).view(b, t, c, r).gather(2, yi[:, :, None, None].expand(b, t, 1, r))
-        q = self.proj_dst(s).view(b, t, c, r).gather(2, yi[:, :, None, None].expand(b, t, 1, r))
-        p = p[:, :, 0] * act[..., None]                          # [B, T, R]
-        q = q[:, :, 0] * act[..., None]
+        yi = y.clamp(0, c - 1).reshape(-1, b, t)                 # [K, B, T]
+        k = yi.shape[0]
+        act = active.to(s.dtype)[..., None]                      # [B, T, 1]
+        idx = yi[..., None, None].expand(k, b, t, 1, r)
+        p = self.proj_src(s).view(b, t, c, r).expand(k, b, t, c, r).gather(3, idx)
+        q = self.proj_dst(s).view(b, t, c, r).expand(k, b, t, c, r).gather(3, idx)
+        p = p[..., 0, :] * act                                   # [K, B, T, R]
+        q = q[..., 0, :] * act
         # incoming-edge sums per task; the bias enters through the one-hot of y (C small)
-        onehot = F.one_hot(yi, c).to(s.dtype) * act[..., None]   # [B, T, C]
-        feats = torch.cat([p / math.sqrt(r), onehot @ self.bias], dim=-1)      # [B, T, R+C]
-        msg = edge_aggregate(feats, edge_index, edge_weight)     # [B, T, R+C]
-        return (msg[..., :r] * q).sum((1, 2)) + (msg[..., r:] * onehot).sum((1, 2))
+        onehot = F.one_hot(yi, c).to(s.dtype) * act              # [K, B, T, C]
+        feats = torch.cat([p / math.sqrt(r), onehot @ self.bias], dim=-1)   # [K, B, T, R+C]
+        msg = edge_aggregate(feats.reshape(k * b, t, r + c), edge_index, edge_weight)
+        msg = msg.view(k, b, t, r + c)
+        out = (msg[..., :r] * q).sum((-2, -1)) + (msg[..., r:] * onehot).sum((-2, -1))
+        return out.reshape(y.shape[:-1])
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.in_channels}, n_states={self.n_states}, "
