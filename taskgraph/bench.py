@@ -174,12 +174,17 @@ def _add_relative(records: list[dict[str, Any]], tasks: Any) -> None:
 
 def step_times(learners: dict[str, Any], train: Any, steps: int, batch_size: int = 128,
                warmup: int = 3, lr: float = 1e-3) -> dict[str, float]:
-    """Median seconds of one training step (forward, backward, Adam) of every learner, with the
+    """Seconds of one training step (forward, backward, Adam) of every learner, with the
     steps of all learners interleaved on the same batches so that machine load hits them alike.
 
     Each learner is built on ``train`` (``fit(train, epochs=0)``) and stepped with the Adam the
-    :class:`~taskgraph.train.Trainer` uses; the first ``warmup`` rounds are not timed. Divide by
-    one entry (e.g. ``hard_sharing``'s) for ratios measured in one run.
+    :class:`~taskgraph.train.Trainer` uses; the first ``warmup`` rounds are not timed. Steps are
+    timed in blocks of ``L`` consecutive steps, ``L`` the least common multiple of the learners'
+    ``structure_every`` (1 for most): each block holds whole cycles of every amortised schedule,
+    and the result is the median over blocks of the mean step time in a block (a plain median
+    would pick the cheap steps of a schedule that does its expensive work every k-th step).
+    ``steps`` and ``warmup`` are rounded up to multiples of ``L``. Divide by one entry (e.g.
+    ``hard_sharing``'s) for ratios measured in one run.
     """
     opts = {}
     for name, learner in learners.items():
@@ -191,6 +196,9 @@ def step_times(learners: dict[str, Any], train: Any, steps: int, batch_size: int
     if not batches:
         raise ValidationError(f"batch_size: {batch_size} is more than the {len(train)} "
                               "training rows")
+    block = math.lcm(*(int(getattr(lr_, "structure_every", 1) or 1)
+                       for lr_ in learners.values()))
+    steps, warmup = -(-steps // block) * block, -(-warmup // block) * block
     times: dict[str, list[float]] = {name: [] for name in learners}
     for i in range(steps + warmup):
         batch = batches[i % len(batches)]
@@ -202,7 +210,9 @@ def step_times(learners: dict[str, Any], train: Any, steps: int, batch_size: int
             opts[name].step()
             if i >= warmup:
                 times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return {name: statistics.median(sum(t[i:i + block]) / block
+                                    for i in range(0, len(t), block))
+            for name, t in times.items()}
 
 
 def run_bench(

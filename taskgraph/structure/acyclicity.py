@@ -56,11 +56,29 @@ def _overflow_guard(h: torch.Tensor, weight: torch.Tensor, n_nodes: int) -> bool
     return bool(torch.isfinite(h) & (weight.detach().abs().amax() < limit))
 
 
+class _TraceExp(torch.autograd.Function):
+    r""":math:`\operatorname{tr} e^{M}` with the exact gradient :math:`(e^{M})^\top`, reusing the
+    forward's exponential (autograd through ``matrix_exp`` would exponentiate a ``[2T, 2T]``
+    block matrix again in the backward pass)."""
+
+    @staticmethod
+    def forward(ctx: Any, m: torch.Tensor) -> torch.Tensor:
+        e = torch.linalg.matrix_exp(m)
+        ctx.save_for_backward(e)
+        return e.diagonal().sum()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (e,) = ctx.saved_tensors
+        return grad * e.t()
+
+
 def _dense_h(adjacency: torch.Tensor, kind: str) -> torch.Tensor:
     t = adjacency.shape[0]
     sq = adjacency * adjacency
     if kind == "expm":
-        return torch.linalg.matrix_exp(sq).diagonal().sum() - t
+        return _TraceExp.apply(sq) - t
     eye = torch.eye(t, dtype=adjacency.dtype, device=adjacency.device)
     return torch.linalg.matrix_power(eye + sq / t, t).diagonal().sum() - t
 
