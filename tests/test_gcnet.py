@@ -162,3 +162,46 @@ def test_resume_equals_uninterrupted(small, tmp_path):
     np.testing.assert_array_equal(full.task_graph_.raw, resumed.task_graph_.raw)
     assert full.inference_ == resumed.inference_
 
+
+
+@pytest.mark.parametrize("name", ["gcnet", "causal_graph"])
+def test_structure_every_runs_the_network_once_and_fits_the_sem_on_every_row(name, small):
+    """With ``structure_every=3`` a step runs the network forward once (no recomputation on a
+    concatenated batch); the structure terms act on every 3rd batch only, and the SEM likelihood
+    then sees the rows of all three batches (missing labels and ``do`` rows included)."""
+    learner = create(name, small.tasks, hidden=16, node_dim=8, structure_every=3, seed=0,
+                     verbose=False)
+    learner.fit(small.train, epochs=0)
+    net = learner.model_
+    net.train()
+    calls = {"states": 0, "sem_rows": [], "ice": 0}
+    states, nll, ice = net.states, net.sem.neg_log_likelihood, learner._ice
+
+    def count_states(*a, **k):
+        calls["states"] += 1
+        return states(*a, **k)
+
+    def count_nll(u, y, proba=None, do=None):
+        calls["sem_rows"].append((u.shape[0], y.shape[0],
+                                  None if do is None else do.shape[0]))
+        return nll(u, y, proba, do)
+
+    def count_ice(*a, **k):
+        calls["ice"] += 1
+        return ice(*a, **k)
+
+    net.states, net.sem.neg_log_likelihood, learner._ice = count_states, count_nll, count_ice
+    batches = list(small.train.loader(40, shuffle=False))[:6]
+    b0 = batches[0]
+    y = b0.y.clone()
+    y[0, 1] = float("nan")                       # a missing label in an earlier batch
+    do = torch.zeros_like(y, dtype=torch.bool)
+    do[2, 0] = True
+    batches[0] = b0._replace(y=y, do=do)         # do rows in one batch only
+    for b in batches:
+        loss, _ = learner._loss(b, epoch=10)
+        loss.backward()
+        assert torch.isfinite(loss)
+    assert calls["states"] == 6
+    assert calls["ice"] == 2
+    assert calls["sem_rows"] == [(120, 120, 120), (120, 120, None)]

@@ -323,15 +323,6 @@ class CausalGraph(InvariantEnvironments, GCNet):
                 loss = loss / lam
         return loss, logs
 
-    def _structure_step(self, batch: Any, epoch: int, h: torch.Tensor, s0: torch.Tensor,
-                        w: torch.Tensor, s1: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """GCNet's structure objective every ``structure_every``-th batch (on that batch)."""
-        self._buffer.append(None)
-        if len(self._buffer) < int(self.structure_every):
-            return out.new_zeros(())
-        self._buffer = []
-        return self._structure_loss(batch, epoch, h, s0, w, s1, out)
-
     def _on_epoch_end(self, epoch: int, train: MultiTaskData) -> dict[str, float]:
         row = super()._on_epoch_end(epoch, train)
         if self.sem and self.mp_graph == "learned" and self.message_passing and (

@@ -169,8 +169,9 @@ class GCNet(BaseLearner):
             validation loss; chosen at the end of ``fit`` and kept in ``inference_``).
         prior, sem, ebm (bool): switch parts off for ablations.
         structure_every (int): the structure-level objective (trivial view, SEM, acyclicity,
-            ICE) runs every this many batches, on their concatenation (default: 1; larger values cut
-            the per-step cost but give the SEM fewer optimisation steps).
+            ICE) runs every this many batches; the SEM likelihood then covers the rows of all of
+            them (default: 1; larger values cut the per-step cost but give the SEM fewer
+            optimisation steps, see :meth:`_structure_step`).
     """
 
     learns_structure = True
@@ -409,46 +410,85 @@ class GCNet(BaseLearner):
         return min(losses, key=losses.get)
 
     def _loss(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
-        """Predictive objective on every batch; the structure-level objective (trivial view,
-        SEM, acyclicity, ICE) every ``structure_every``-th batch, on the concatenation of the
-        last ``structure_every`` batches, at a fraction of the per-step overhead (these terms are
-        many small operations). Up to ``structure_every - 1`` batches at the end of an epoch do
-        not reach the structure terms (epochs stay independent, so resuming needs no buffer)."""
+        """Predictive objective on every batch, plus the structure-level objective
+        (:meth:`_structure_step`)."""
         net, lay = self.model_, self.layout_
         h, s0, w, s1 = net.states(batch.x)
         out = net.heads(s1)
         task = lay.task_losses(out, batch.y).sum()
         loss = task + (self.lambda_prior_l1 * w.mean() if self.prior else 0.0)
-        if not (self.prior or self.sem or self.ebm):
-            return loss, {"task_loss": float(task.detach())}
-        self._buffer.append(batch)
+        if self.prior or self.sem or self.ebm:
+            loss = loss + self._structure_step(batch, epoch, h, s0, w, s1, out)
+        return loss, {"task_loss": float(task.detach())}
+
+    def _structure_step(self, batch: Any, epoch: int, h: torch.Tensor, s0: torch.Tensor,
+                        w: torch.Tensor, s1: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The structure-level objective every ``structure_every``-th batch (0 on the others).
+
+        These terms are hundreds of small operations whose cost hardly depends on the batch
+        size, so running them every ``k``-th batch divides their per-step cost by about ``k``.
+        The trivial view and ICE use the current batch's node states (nothing is recomputed);
+        the SEM likelihood, which needs no forward pass of the network (its unary is linear in
+        the raw features), is fitted on all rows of the last ``k`` batches, so every training row
+        still enters the structure fit. Up to ``k - 1`` batches at the end of an epoch do not
+        reach it (epochs stay independent, so resuming needs no buffer)."""
+        rows = None
+        if self.sem:
+            y = batch.y
+            fill = (self.layout_.log_proba(out).exp().detach()
+                    if bool(torch.isnan(y).any()) else None)
+            inp = batch.x.reshape(batch.x.shape[0], -1) if self.sem_unary == "linear" else h
+            rows = (inp, y, fill, batch.do)
+        self._buffer.append(rows)
         if len(self._buffer) < int(self.structure_every):
-            return loss, {"task_loss": float(task.detach())}
-        big = self._buffer[0] if len(self._buffer) == 1 else type(batch)(*[
-            None if parts[0] is None else torch.cat(parts)
-            for parts in zip(*self._buffer)])
+            return out.new_zeros(())
+        if self.sem and len(self._buffer) > 1:
+            # earlier batches' encoder features enter detached (their graphs are gone)
+            old = [(i.detach(), *rest) for i, *rest in self._buffer[:-1]]
+            parts = [*old, self._buffer[-1]]
+            y_all = torch.cat([r[1] for r in parts])
+            fills = [r[2] for r in parts]
+            fill = (None if all(f is None for f in fills) else torch.cat(
+                [lp if lp is not None else torch.zeros(r[1].shape[0], *self._fill_shape(out),
+                                                       device=out.device)
+                 for lp, r in zip(fills, parts)]))
+            dos = [r[3] for r in parts]
+            do = None if all(d is None for d in dos) else torch.cat(
+                [d if d is not None else torch.zeros_like(r[1], dtype=torch.bool)
+                 for d, r in zip(dos, parts)])
+            rows = (torch.cat([r[0] for r in parts]), y_all, fill, do)
         self._buffer = []
-        if big is not batch:
-            h, s0, w, s1 = net.states(big.x)
-            out = net.heads(s1)
-        return loss + self._structure_loss(big, epoch, h, s0, w, s1, out), {
-            "task_loss": float(task.detach())}
+        return self._structure_loss(batch, epoch, h, s0, w, s1, out, sem_rows=rows)
+
+    def _fill_shape(self, out: torch.Tensor) -> tuple[int, int]:
+        return out.shape[1], self.layout_.n_classes
 
     def _structure_loss(self, batch: Any, epoch: int, h: torch.Tensor, s0: torch.Tensor,
-                        w: torch.Tensor, s1: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+                        w: torch.Tensor, s1: torch.Tensor, out: torch.Tensor,
+                        sem_rows: tuple[Any, ...] | None = None) -> torch.Tensor:
+        """Trivial view, SEM likelihood + L1 + acyclicity, ICE. ``sem_rows`` = ``(unary input,
+        y, fill, do)`` of the rows the SEM is fitted on (default: the batch); the current batch
+        must be their last rows."""
         net, lay = self.model_, self.layout_
-        y = batch.y
         loss = out.new_zeros(())
         logs: dict[str, float] = {}
+        u_batch = None
         if self.prior:
             triv = net.heads(net.mp.messages(s0, net.edge_index, 1.0 - w))
             l_triv = uninformative_loss(lay, triv)
             loss = loss + self.lambda_trivial * l_triv
             logs["trivial"] = float(l_triv.detach())
         if self.sem:
-            u = self._sem_unary(batch.x, h)
-            fill = lay.log_proba(out).exp().detach()
-            nll = net.sem.neg_log_likelihood(u, y, fill, batch.do)
+            if sem_rows is None:
+                y = batch.y
+                fill = (lay.log_proba(out).exp().detach()
+                        if bool(torch.isnan(y).any()) else None)
+                inp = batch.x.reshape(batch.x.shape[0], -1) if self.sem_unary == "linear" else h
+                sem_rows = (inp, y, fill, batch.do)
+            inp, y_all, fill, do = sem_rows
+            u = net.sem_heads(inp)
+            u_batch = u[u.shape[0] - batch.y.shape[0]:].detach()
+            nll = net.sem.neg_log_likelihood(u, y_all, fill, do)
             loss = loss + self.lambda_sem * nll + self.lambda_l1 * net.sem.effective_weight(
             ).abs().sum()
             # the acyclicity constraint acts after a warm-up (let both directions develop, as
@@ -459,7 +499,7 @@ class GCNet(BaseLearner):
                 logs["h"] = float(hval.detach())
             logs["sem_nll"] = float(nll.detach())
         if self.ebm:
-            l_ice = self._ice(batch, h, s1, out)
+            l_ice = self._ice(batch, h, s1, out, u=u_batch)
             loss = loss + self.lambda_ice * l_ice
             logs["ice"] = float(l_ice.detach())
         for k, v in logs.items():
@@ -467,8 +507,10 @@ class GCNet(BaseLearner):
         self._slog["_n"] = self._slog.get("_n", 0.0) + 1
         return loss
 
-    def _ice(self, batch: Any, h: torch.Tensor, s1: torch.Tensor, out: torch.Tensor
-             ) -> torch.Tensor:
+    def _ice(self, batch: Any, h: torch.Tensor, s1: torch.Tensor, out: torch.Tensor,
+             u: torch.Tensor | None = None) -> torch.Tensor:
+        """ICE loss of the batch; ``u`` = the SEM's unary outputs of the batch (computed here
+        when not given)."""
         net, lay = self.model_, self.layout_
         y = batch.y
         b, t = y.shape
@@ -491,7 +533,7 @@ class GCNet(BaseLearner):
         with torch.no_grad():
             # all K negatives of every row in one draw: K*B rows, row q*B + n is negative q of n
             if self.sem:
-                u = self._sem_unary(batch.x, h).repeat(k, 1, 1)
+                u = (self._sem_unary(batch.x, h) if u is None else u).repeat(k, 1, 1)
                 edge_mask = self._edge_mask.to(y.device)
                 targets, values = random_interventions(
                     k * b, t, n_states, self.p_intervene, generator=self._gen,
