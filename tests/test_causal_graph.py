@@ -263,3 +263,26 @@ def test_invariance_penalty_reaches_the_gates(bench):
 def test_registered_and_listed():
     assert "causal_graph" in tg.learners.list()
     assert tg.learners.get("causal_graph") is CausalGraph
+
+
+def test_an_idle_invariance_penalty_is_skipped_and_equals_no_penalty(bench):
+    """No environment with ``min_env_rows`` rows in the batch: the dummy pass is not run, the
+    logged penalty is 0, and loss and gradients equal those of the penalty-free learner."""
+    kw = dict(FAST, structure=False, ebm=False)
+    idle = create("causal_graph", bench.tasks, min_env_rows=10**6, **kw).fit(bench.train,
+                                                                           epochs=0)
+    off = create("causal_graph", bench.tasks, invariance=0.0, warmup_invariance=0.0,
+                 **kw).fit(bench.train, epochs=0)
+    off.model_.load_state_dict(idle.model_.state_dict())
+    batch = next(iter(bench.train.loader(128, shuffle=True, seed=0)))
+    grads = []
+    for learner in (idle, off):
+        learner.model_.train()
+        learner._step = 10**6
+        learner._penalty.shift = None       # the dummy pass would fail: it must not run
+        loss, logs = learner._loss(batch, epoch=0)
+        grads.append((loss, logs, torch.autograd.grad(loss, learner.model_.router.logits)[0]))
+    (l_idle, logs_idle, g_idle), (l_off, logs_off, g_off) = grads
+    assert logs_idle["invariance"] == 0 and "invariance" not in logs_off
+    torch.testing.assert_close(l_idle, l_off)
+    torch.testing.assert_close(g_idle, g_off)

@@ -284,12 +284,15 @@ class CausalGraph(InvariantEnvironments, GCNet):
         gates = net.router.gates()
         lam = self._lambda(step) if self._envs is not None else 0.0
         logs: dict[str, float] = {}
+        valid = None
         if lam > 0:
             env, weight = self._batch_envs(batch)
             member = env_assignment(env, int(self._envs["n_envs"])).to(gates.dtype)
             assign = member * weight[..., None]
             if self._penalty.split:  # every environment as two halves: [B, T, 2E]
                 member, assign = split_halves(member, assign)
+            valid = self._counted(assign)
+        if valid is not None and bool(valid.any()):
             t, k = gates.shape
             delta = self._penalty.shift(member.shape[-1], t, k, like=gates)
             ex_gates = gates * (1.0 + torch.einsum("bte,etk->btk", member, delta))
@@ -298,12 +301,14 @@ class CausalGraph(InvariantEnvironments, GCNet):
             shift = self._penalty.shift(member.shape[-1], t, out.shape[-1], like=out)
             out_p = out + torch.einsum("bte,etc->btc", member, shift) * net.heads.col_mask
             per = lay.per_example_loss(out_p, batch.y)
-            pen = self._penalty(per, assign, [delta, shift], valid=self._counted(assign)).sum()
+            pen = self._penalty(per, assign, [delta, shift], valid=valid).sum()
         else:
+            # no penalty, or an idle one (no environment with min_env_rows in this batch: its
+            # value and gradient are exactly 0, so the dummy pass is skipped)
             h, s0, w, s1 = net.states(batch.x)
             out = net.heads(s1)
             per = lay.per_example_loss(out, batch.y)
-            pen = None
+            pen = None if valid is None else per.new_zeros(())
         task = self._task_loss(per, batch.y)
         loss = task + (self.lambda_prior_l1 * w.mean() if self.prior else 0.0)
         logs["task_loss"] = float(task.detach())

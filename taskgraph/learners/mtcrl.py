@@ -508,6 +508,11 @@ class MTCRL(InvariantEnvironments, BaseLearner):
         if self._penalty.split:  # every environment as two halves: [B, T, 2E]
             member, assign = split_halves(member, assign)
         valid = self._counted(assign)
+        if not bool(valid.any()):
+            # idle penalty (no environment with min_env_rows in this batch): its value and
+            # gradient are exactly 0, so skip the dummy pass
+            per = self.layout_.per_example_loss(net.head_out(z, gates), y)
+            return self._task_loss(per, y), per.new_zeros(())
         if not self._penalty.needs_dummy:
             per = self.layout_.per_example_loss(net.head_out(z, gates), y)
             per_p = per if self.penalty_through_encoder else self.layout_.per_example_loss(
