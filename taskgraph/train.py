@@ -57,7 +57,11 @@ def make_adam(groups: Any, lr: float, weight_decay: float = 0.0) -> torch.optim.
     fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
                                  for p in params)
     if fused:
-        return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay, fused=True)
+        try:   # copies: Adam writes its options into the group dicts
+            return torch.optim.Adam([dict(g) if isinstance(g, dict) else g for g in groups],
+                                    lr=lr, weight_decay=weight_decay, fused=True)
+        except (RuntimeError, ValueError):   # torch < 2.4 has no fused Adam on CPU
+            pass
     return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay, foreach=True)
 
 

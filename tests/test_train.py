@@ -88,3 +88,22 @@ def test_make_adam_falls_back_to_foreach_off_cpu_and_cuda():
     p = torch.nn.Parameter(torch.empty(3, device="meta"))
     opt = make_adam([p], lr=1e-3)
     assert opt.defaults["foreach"] is True and not opt.defaults["fused"]
+
+
+def test_make_adam_falls_back_when_fused_is_unsupported(monkeypatch):
+    """torch < 2.4 refuses fused Adam on CPU: the foreach path is used, groups untouched."""
+    from taskgraph.train import make_adam
+
+    real = torch.optim.Adam
+
+    def adam(params, **kw):
+        if kw.get("fused"):
+            for g in params:
+                g.setdefault("fused", True)     # as Adam writes options before refusing
+            raise RuntimeError("fused=True requires CUDA")
+        return real(params, **kw)
+
+    monkeypatch.setattr(torch.optim, "Adam", adam)
+    group = {"params": [torch.nn.Parameter(torch.zeros(2))]}
+    opt = make_adam([group], lr=1e-3)
+    assert opt.defaults["foreach"] is True and not opt.param_groups[0]["fused"]
