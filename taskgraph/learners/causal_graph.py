@@ -323,6 +323,7 @@ class CausalGraph(InvariantEnvironments, GCNet):
         if pen is not None:
             loss = loss + lam * pen
             logs["invariance"] = float(pen.detach())
+            logs["invariance_envs"] = self._valid_share
             # an idle penalty (no environment counted) does not shrink the task gradients
             if lam > 1.0 and self._valid_share > 0:
                 loss = loss / lam
