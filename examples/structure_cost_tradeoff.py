@@ -16,7 +16,7 @@ for that. This script measures both sides:
 It prints one table and draws directed F1 against the step-cost ratio
 (``runs/structure_cost_tradeoff/tradeoff.png``, ``--out`` to change).
 
-Run:  python examples/structure_cost_tradeoff.py              (about 12 min on 2 cores)
+Run:  python examples/structure_cost_tradeoff.py              (about 10 min, single-threaded)
       python examples/structure_cost_tradeoff.py --ks 1 4 --sem-lrs 0.03 0.1 --seeds 0 1 2
       python examples/structure_cost_tradeoff.py --quick       (smoke test, seconds)
 """
