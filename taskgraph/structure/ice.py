@@ -235,11 +235,15 @@ class OutputSEM(nn.Module):
 
     def child_vectors(self) -> torch.Tensor:
         """``[T, C_out]``: fixed 1 for binary/regression children, learned for multiclass."""
+        if not self.layout.has_multi:   # nothing learned: no autograd nodes for a constant
+            return self.child_fixed
         multi = self.layout.is_multi[:, None]
         return torch.where(multi, self.child_delta, self.child_fixed)
 
     def class_states(self) -> torch.Tensor:
         """``[T, C]`` centred parent state of every class (binary: -1, +1)."""
+        if not self.layout.has_multi:   # binary -1/+1 and regression rows: a constant
+            return self.state_base * self.layout.class_mask
         st = self.state_base + torch.where(self.layout.is_multi[:, None], self.state_delta,
                                            torch.zeros_like(self.state_delta))
         mask = self.layout.class_mask.float()
