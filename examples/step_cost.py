@@ -1,11 +1,14 @@
 """Training-step cost of each learner as a ratio to ``hard_sharing`` with the same backbone.
 
 Steps of all learners are interleaved (hard_sharing, A, B, ..., hard_sharing, A, B, ...) so that
-machine load hits them alike, and the median step time of each is divided by hard_sharing's.
-A step is forward, backward and an Adam update on one mini-batch of ``planted_dag`` (10 tasks).
+machine load hits them alike, and the step time of each (the median over blocks of whole
+``structure_every`` cycles of the mean step time, :func:`taskgraph.bench.step_times`) is divided
+by hard_sharing's. A step is forward, backward and an Adam update on one mini-batch of
+``planted_dag`` (10 tasks) or ``causal_mtl`` (6 tasks).
 
 Run:  python examples/step_cost.py                      (default MLP backbone, width 64)
       python examples/step_cost.py --hidden 512 --layers 3
+      python examples/step_cost.py --learners gcnet causal_graph --structure-every 4
       python examples/step_cost.py --quick
 """
 
