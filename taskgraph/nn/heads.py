@@ -49,12 +49,17 @@ class OutputLayout(nn.Module):
         self.has_multi = bool(self.is_multi.any())
         self.has_reg = bool(self.is_reg.any())
         self.has_binary = bool(self.is_binary.any())
+        # every task binary (n_classes == 2): the losses and log-probabilities need no masking
+        self.all_binary = self.has_binary and not (self.has_multi or self.has_reg)
 
     def per_example_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Loss of every (example, task) pair, 0 where the label is missing. ``[B, T]``."""
         mask = ~torch.isnan(y)
         y0 = torch.where(mask, y, torch.zeros_like(y))
         first = out[..., 0]
+        if self.all_binary:
+            bce = F.binary_cross_entropy_with_logits(first, y0, reduction="none")
+            return torch.where(mask, bce, torch.zeros_like(bce))
         loss = torch.zeros_like(y0)
         if self.has_binary:
             bce = F.binary_cross_entropy_with_logits(first, y0, reduction="none")
@@ -93,6 +98,9 @@ class OutputLayout(nn.Module):
 
     def _log_proba(self, out: torch.Tensor, is_binary: torch.Tensor, is_multi: torch.Tensor,
                    class_mask: torch.Tensor) -> torch.Tensor:
+        if self.all_binary:
+            z = out[..., 0]
+            return torch.stack([F.logsigmoid(-z), F.logsigmoid(z)], dim=-1)
         logits = out[..., : self.n_classes] if out.shape[-1] >= self.n_classes else F.pad(
             out, (0, self.n_classes - out.shape[-1])
         )
