@@ -126,3 +126,22 @@ def test_heads_shared_equals_per_task_input(mixed_tasks):
     heads = TaskHeads(mixed_tasks, 4)
     h = torch.randn(5, 4)
     torch.testing.assert_close(heads(h), heads(h[:, None, :].expand(5, 3, 4)))
+
+
+def test_all_binary_fast_path_equals_the_general_path():
+    tasks = TaskSet([Task("a", "binary"), Task("b", "binary"), Task("c", "binary")])
+    layout = OutputLayout(tasks)
+    assert layout.all_binary
+    g = torch.Generator().manual_seed(0)
+    out = torch.randn(7, 3, 1, generator=g)
+    y = torch.randint(0, 2, (7, 3), generator=g).float()
+    y[1, 2] = float("nan")
+    fast = (layout.per_example_loss(out, y), layout.log_proba(out),
+            layout.log_proba_subset(out[:, [2, 0]], torch.tensor([2, 0])))
+    layout.all_binary = False
+    slow = (layout.per_example_loss(out, y), layout.log_proba(out),
+            layout.log_proba_subset(out[:, [2, 0]], torch.tensor([2, 0])))
+    for a, b in zip(fast, slow):
+        torch.testing.assert_close(a, b)
+    assert fast[0][1, 2] == 0
+    assert not OutputLayout(TaskSet([Task("a", "binary"), Task("r", "regression")])).all_binary
