@@ -164,13 +164,16 @@ def test_resume_equals_uninterrupted(small, tmp_path):
 
 
 
-@pytest.mark.parametrize("name", ["gcnet", "causal_graph"])
-def test_structure_every_runs_the_network_once_and_fits_the_sem_on_every_row(name, small):
+@pytest.mark.parametrize("name, sem_unary", [("gcnet", "linear"), ("causal_graph", "linear"),
+                                             ("gcnet", "encoder")])
+def test_structure_every_runs_the_network_once_and_fits_the_sem_on_every_row(name, sem_unary,
+                                                                            small):
     """With ``structure_every=3`` a step runs the network forward once (no recomputation on a
     concatenated batch); the structure terms act on every 3rd batch only, and the SEM likelihood
-    then sees the rows of all three batches (missing labels and ``do`` rows included)."""
+    then sees the rows of all three batches (missing labels and ``do`` rows included; with
+    ``sem_unary="encoder"`` the earlier batches' features enter detached)."""
     learner = create(name, small.tasks, hidden=16, node_dim=8, structure_every=3, seed=0,
-                     verbose=False)
+                     sem_unary=sem_unary, verbose=False)
     learner.fit(small.train, epochs=0)
     net = learner.model_
     net.train()
