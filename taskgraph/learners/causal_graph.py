@@ -59,12 +59,7 @@ from taskgraph.learners.base import register
 from taskgraph.learners.gcnet import GCNet, _GCNetNet
 from taskgraph.learners.mtcrl import InvariantEnvironments
 from taskgraph.nn.routing import TaskModuleRouter
-from taskgraph.regularizers import (
-    RouterInvariancePenalty,
-    decorrelation,
-    env_assignment,
-    split_halves,
-)
+from taskgraph.regularizers import RouterInvariancePenalty, decorrelation
 from taskgraph.tasks import Task, TaskSet
 
 __all__ = ["CausalGraph"]
@@ -286,12 +281,7 @@ class CausalGraph(InvariantEnvironments, GCNet):
         logs: dict[str, float] = {}
         valid = None
         if lam > 0:
-            env, weight = self._batch_envs(batch)
-            member = env_assignment(env, int(self._envs["n_envs"])).to(gates.dtype)
-            assign = member * weight[..., None]
-            if self._penalty.split:  # every environment as two halves: [B, T, 2E]
-                member, assign = split_halves(member, assign)
-            valid = self._counted(assign)
+            member, assign, valid = self._batch_assignment(batch, gates.dtype)
         if valid is not None and bool(valid.any()):
             t, k = gates.shape
             delta = self._penalty.shift(member.shape[-1], t, k, like=gates)

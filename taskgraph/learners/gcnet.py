@@ -350,11 +350,15 @@ class GCNet(BaseLearner):
             return acyclicity_sparse(sem.edge_index, sem.effective_weight(), t, generator=gen)
         return acyclicity(self._dense_a(), kind=self.acyclicity)
 
+    def _sem_input(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Input of the SEM's unary heads: the raw features (``sem_unary="linear"``) or the
+        encoder output ``h``."""
+        return x.reshape(x.shape[0], -1) if self.sem_unary == "linear" else h
+
     def _sem_unary(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """The SEM's parent-free outputs ``u(x)``: linear in the raw features (default: the
         logistic SEM given ``x`` whose directions are identifiable), or on the encoder output."""
-        inp = x.reshape(x.shape[0], -1) if self.sem_unary == "linear" else h
-        return self.model_.sem_heads(inp)
+        return self.model_.sem_heads(self._sem_input(x, h))
 
     def _ebm_potentials(self, h: torch.Tensor, s1: torch.Tensor
                         ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -433,42 +437,38 @@ class GCNet(BaseLearner):
         still enters the structure fit. Up to ``k - 1`` batches at the end of an epoch do not
         reach it (epochs stay independent, so resuming needs no buffer)."""
         rows = None
-        if self.sem:
+        if self.sem:   # missing labels are filled with the heads' marginals
             y = batch.y
             fill = (self.layout_.log_proba(out).exp().detach()
                     if bool(torch.isnan(y).any()) else None)
-            inp = batch.x.reshape(batch.x.shape[0], -1) if self.sem_unary == "linear" else h
-            rows = (inp, y, fill, batch.do)
+            rows = (self._sem_input(batch.x, h), y, fill, batch.do)
         self._buffer.append(rows)
         if len(self._buffer) < int(self.structure_every):
             return out.new_zeros(())
-        if self.sem and len(self._buffer) > 1:
+        parts, self._buffer = self._buffer, []
+        if self.sem and len(parts) > 1:
             # earlier batches' encoder features enter detached (their graphs are gone)
-            old = [(i.detach(), *rest) for i, *rest in self._buffer[:-1]]
-            parts = [*old, self._buffer[-1]]
-            y_all = torch.cat([r[1] for r in parts])
-            fills = [r[2] for r in parts]
-            fill = (None if all(f is None for f in fills) else torch.cat(
-                [lp if lp is not None else torch.zeros(r[1].shape[0], *self._fill_shape(out),
-                                                       device=out.device)
-                 for lp, r in zip(fills, parts)]))
-            dos = [r[3] for r in parts]
-            do = None if all(d is None for d in dos) else torch.cat(
-                [d if d is not None else torch.zeros_like(r[1], dtype=torch.bool)
-                 for d, r in zip(dos, parts)])
-            rows = (torch.cat([r[0] for r in parts]), y_all, fill, do)
-        self._buffer = []
-        return self._structure_loss(batch, epoch, h, s0, w, s1, out, sem_rows=rows)
+            parts = [(i.detach(), *rest) for i, *rest in parts[:-1]] + [parts[-1]]
 
-    def _fill_shape(self, out: torch.Tensor) -> tuple[int, int]:
-        return out.shape[1], self.layout_.n_classes
+            def cat(col: int, blank: Any) -> torch.Tensor | None:
+                items = [r[col] for r in parts]
+                if all(it is None for it in items):
+                    return None
+                return torch.cat([it if it is not None else blank(r[1]) for it, r in
+                                  zip(items, parts)])
+
+            n_cls = self.layout_.n_classes
+            rows = (cat(0, None), cat(1, None),
+                    cat(2, lambda y: y.new_zeros(*y.shape, n_cls)),
+                    cat(3, lambda y: torch.zeros_like(y, dtype=torch.bool)))
+        return self._structure_loss(batch, epoch, h, s0, w, s1, out, sem_rows=rows)
 
     def _structure_loss(self, batch: Any, epoch: int, h: torch.Tensor, s0: torch.Tensor,
                         w: torch.Tensor, s1: torch.Tensor, out: torch.Tensor,
-                        sem_rows: tuple[Any, ...] | None = None) -> torch.Tensor:
+                        sem_rows: tuple[Any, ...] | None) -> torch.Tensor:
         """Trivial view, SEM likelihood + L1 + acyclicity, ICE. ``sem_rows`` = ``(unary input,
-        y, fill, do)`` of the rows the SEM is fitted on (default: the batch); the current batch
-        must be their last rows."""
+        y, fill, do)`` of the rows the SEM is fitted on (``None`` without a SEM); the current
+        batch must be their last rows."""
         net, lay = self.model_, self.layout_
         loss = out.new_zeros(())
         logs: dict[str, float] = {}
@@ -479,12 +479,6 @@ class GCNet(BaseLearner):
             loss = loss + self.lambda_trivial * l_triv
             logs["trivial"] = float(l_triv.detach())
         if self.sem:
-            if sem_rows is None:
-                y = batch.y
-                fill = (lay.log_proba(out).exp().detach()
-                        if bool(torch.isnan(y).any()) else None)
-                inp = batch.x.reshape(batch.x.shape[0], -1) if self.sem_unary == "linear" else h
-                sem_rows = (inp, y, fill, batch.do)
             inp, y_all, fill, do = sem_rows
             u = net.sem_heads(inp)
             u_batch = u[u.shape[0] - batch.y.shape[0]:].detach()

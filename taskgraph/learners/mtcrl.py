@@ -199,6 +199,18 @@ class InvariantEnvironments:
         codes = self._env_codes(envs, batch.y, batch.env)
         return balance_weights(envs["table"], codes, batch.y)
 
+    def _batch_assignment(self, batch: Any, dtype: torch.dtype
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(member, assign, valid)`` of a batch: one-hot environment membership and weighted
+        assignment ``[B, T, E]`` (``[B, T, 2E]``, two halves per environment, under
+        ``unbiased_invariance``), and the penalty's ``valid`` mask (:meth:`_counted`)."""
+        env, weight = self._batch_envs(batch)
+        member = env_assignment(env, int(self._envs["n_envs"])).to(dtype)
+        assign = member * weight[..., None]
+        if self._penalty.split:
+            member, assign = split_halves(member, assign)
+        return member, assign, self._counted(assign)
+
     def _counted(self, assign: torch.Tensor) -> torch.Tensor:
         """The penalty's ``valid`` mask ``[E, T]`` of a batch's assignment; records the share
         of the (environment, task) pairs with data that count (``self._valid_share``, logged
@@ -500,14 +512,8 @@ class MTCRL(InvariantEnvironments, BaseLearner):
         """Task loss and invariance penalty from one read-out pass: with the dummies at their
         neutral values (multipliers 1, shifts 0) the penalty pass *is* the forward pass, so the
         task loss reuses it (unless the penalty is kept off the encoder)."""
-        env, weight = self._batch_envs(batch)
-        n_envs = int(self._envs["n_envs"])
         y = batch.y
-        member = env_assignment(env, n_envs).to(gates.dtype)  # [B, T, E] one-hot
-        assign = member * weight[..., None]
-        if self._penalty.split:  # every environment as two halves: [B, T, 2E]
-            member, assign = split_halves(member, assign)
-        valid = self._counted(assign)
+        member, assign, valid = self._batch_assignment(batch, gates.dtype)
         if not bool(valid.any()):
             # idle penalty (no environment with min_env_rows in this batch): its value and
             # gradient are exactly 0, so skip the dummy pass
