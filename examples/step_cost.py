@@ -38,6 +38,8 @@ def main() -> None:
     p.add_argument("--structure-every", type=int, default=1,
                    help="structure_every of the learners that learn a graph (gcnet, causal_graph)")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--device", default="auto",
+                   help="torch device: auto (CUDA when available), cpu, cuda (default: auto)")
     args = p.parse_args()
     if args.quick:
         args.steps = 6
@@ -54,12 +56,13 @@ def main() -> None:
         extra = ({"structure_every": args.structure_every}
                  if name in ("gcnet", "causal_graph") else {})
         learners[name] = tg.learners.create(name, bench.tasks, encoder=enc, verbose=False,
-                                            **extra)
+                                            device=args.device, **extra)
     times = step_times(learners, bench.train, args.steps, batch_size=args.batch)
     base = times["hard_sharing"]
     rows = [{"learner": n, "median_ms": 1e3 * times[n], "ratio_vs_hard_sharing": times[n] / base}
             for n in names]
-    print(f"backbone MLP {args.layers} x {args.hidden}, batch {args.batch}, "
+    print(f"device {next(iter(learners.values())).device_}, "
+          f"backbone MLP {args.layers} x {args.hidden}, batch {args.batch}, "
           f"{args.steps} interleaved steps, {args.threads} thread(s)")
     print(format_table(rows, floatfmt=".2f"))
 

@@ -40,7 +40,7 @@ import torch
 
 from taskgraph._io import json_safe as _json_safe
 from taskgraph.exceptions import ValidationError
-from taskgraph.train import make_adam
+from taskgraph.train import make_adam, to_device
 
 __all__ = ["run_bench", "bench_tables", "update_docs", "step_times", "REFERENCES", "START",
            "END"]
@@ -174,7 +174,8 @@ def _add_relative(records: list[dict[str, Any]], tasks: Any) -> None:
 
 def step_times(learners: dict[str, Any], train: Any, steps: int, batch_size: int = 128,
                warmup: int = 3, lr: float = 1e-3) -> dict[str, float]:
-    """Seconds of one training step (forward, backward, Adam) of every learner, with the
+    """Seconds of one training step (forward, backward, Adam) of every learner (all on one
+    device; the batches are moved there first and CUDA is synchronised around each step), with the
     steps of all learners interleaved on the same batches so that machine load hits them alike.
 
     Each learner is built on ``train`` (``fit(train, epochs=0)``) and stepped with the Adam the
@@ -192,7 +193,14 @@ def step_times(learners: dict[str, Any], train: Any, steps: int, batch_size: int
         learner.model_.train()
         opts[name] = make_adam(learner._param_groups(lr), lr)
         learner._optimizer = opts[name]
-    batches = list(train.loader(batch_size, shuffle=True, seed=0, drop_last=True))
+    devices = {lr_.device_ for lr_ in learners.values()}
+    if len(devices) != 1:
+        raise ValidationError(f"learners: expected every learner on one device, got "
+                              f"{sorted(str(d) for d in devices)}")
+    device = devices.pop()
+    batches = [to_device(b, device)
+               for b in train.loader(batch_size, shuffle=True, seed=0, drop_last=True)]
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if not batches:
         raise ValidationError(f"batch_size: {batch_size} is more than the {len(train)} "
                               "training rows")
@@ -203,11 +211,13 @@ def step_times(learners: dict[str, Any], train: Any, steps: int, batch_size: int
     for i in range(steps + warmup):
         batch = batches[i % len(batches)]
         for name, learner in learners.items():
+            sync()
             t0 = time.perf_counter()
             loss, _ = learner._loss(batch, epoch=10)
             opts[name].zero_grad()
             loss.backward()
             opts[name].step()
+            sync()       # CUDA runs asynchronously: time the finished step
             if i >= warmup:
                 times[name].append(time.perf_counter() - t0)
     return {name: statistics.median(sum(t[i:i + block]) / block

@@ -18,6 +18,22 @@ DISCOVERY = ("pc", "ges", "lingam", "corr")
 FORMATS = ("graphml", "gexf", "json", "dot", "csv")
 
 
+def _device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", type=_device_arg,
+                        help="torch device: auto (CUDA when available, else CPU), cpu, cuda, "
+                             "cuda:1, ... (default: auto)")
+
+
+def _device_arg(text: str) -> str:
+    from taskgraph.devices import resolve_device
+    from taskgraph.exceptions import ValidationError
+
+    try:
+        return str(resolve_device(text, "--device"))
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _int_at_least(low: int, what: str):
     """An argparse ``type`` for integers >= ``low``; the error names the expectation (argparse
     adds the option name) and exits with status 2."""
@@ -101,7 +117,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for name in learners:
         t0 = time.perf_counter()
         learner = tg.learners.create(name, bench.tasks, epochs=args.epochs, seed=args.seed,
-                                     verbose=args.verbose)
+                                     verbose=args.verbose, device=args.device)
         learner.fit(bench.train, val=bench.val)
         row: dict[str, Any] = {"method": name,
                                "iid_mean": learner.evaluate(bench.test_iid)["mean"],
@@ -160,7 +176,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValidationError("--resume: needs --checkpoint PATH (the file to continue from)")
     bench = _benchmark(args.benchmark, args.seed, args.quick)
     learner = tg.learners.create(args.learner, bench.tasks, epochs=args.epochs, seed=args.seed,
-                                 verbose=args.verbose)
+                                 verbose=args.verbose, device=args.device)
     learner.fit(bench.train, val=bench.val,
                 checkpoint=args.checkpoint, resume=bool(args.resume) or None)
     result = {"iid": learner.evaluate(bench.test_iid), "ood": learner.evaluate(bench.test_ood)}
@@ -355,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: {' '.join(DEMO_LEARNERS)})")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--verbose", action="store_true", default=None, help="progress bars")
+    _device_option(d)
     d.set_defaults(func=cmd_demo)
 
     t = sub.add_parser("train", help="train one learner on a synthetic benchmark",
@@ -369,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     t.add_argument("--save", help="save the fitted learner to this file")
     t.add_argument("--verbose", action="store_true", default=None)
+    _device_option(t)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("export", help="export a saved learner's task graph",
@@ -392,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="benchmarks (default: every available one; see --list)")
     b.add_argument("--seeds", nargs="+", type=int, help="seeds (default: 0 1 2; --quick: 0)")
     b.add_argument("--epochs", type=_NONNEG, help="override every benchmark's epochs")
-    b.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    _device_option(b)
     b.add_argument("--out", help="results folder (default: runs/bench or runs/bench/quick)")
     b.add_argument("--docs", help="Markdown file to update (default: docs/benchmarks.md, "
                                   "not with --quick)")

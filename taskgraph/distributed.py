@@ -57,14 +57,29 @@ __all__ = [
 ]
 
 
+#: set to ``1`` to take the multi-process path with a single torchrun process (``torchrun
+#: --nproc_per_node 1``): the process group, sharded sampler and collectives run with one rank,
+#: so that path is exercised on one device (e.g. the ``nccl`` backend on one GPU)
+FORCE_ENV = "TASKGRAPH_DISTRIBUTED"
+
+
+def _forced() -> bool:
+    return os.environ.get(FORCE_ENV, "0") == "1"
+
+
 def launched_by_torchrun() -> bool:
-    """``True`` when torchrun's environment asks for more than one process."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+    """``True`` when torchrun's environment asks for more than one process, or for one process
+    with ``TASKGRAPH_DISTRIBUTED=1``."""
+    if "RANK" not in os.environ:
+        return False
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or _forced()
 
 
 def is_distributed() -> bool:
-    """``True`` when a default process group of more than one process is initialised."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    """``True`` when a default process group of more than one process (or of one, forced by
+    ``TASKGRAPH_DISTRIBUTED=1``) is initialised."""
+    return dist.is_available() and dist.is_initialized() and (
+        dist.get_world_size() > 1 or _forced())
 
 
 def rank() -> int:
@@ -97,13 +112,14 @@ def init(backend: str | None = None, device: str | torch.device | None = None) -
             current CUDA device becomes ``cuda:LOCAL_RANK``.
 
     Returns:
-        bool: ``True`` if a multi-process group is (now) initialised, ``False`` when the
-        process was not launched for several processes (nothing is done).
+        bool: ``True`` if a multi-process group is (now) initialised (or a one-process group
+        forced by ``TASKGRAPH_DISTRIBUTED=1``), ``False`` when the process was not launched for
+        several processes (nothing is done).
     """
     if not dist.is_available():
         return False
     if dist.is_initialized():
-        return dist.get_world_size() > 1
+        return is_distributed()
     if not launched_by_torchrun():
         return False
     if backend is None:
@@ -114,7 +130,7 @@ def init(backend: str | None = None, device: str | torch.device | None = None) -
         torch.cuda.set_device(local_rank())
     dist.init_process_group(backend=backend)
     atexit.register(cleanup)
-    return dist.get_world_size() > 1
+    return is_distributed()
 
 
 def cleanup() -> None:
@@ -205,9 +221,10 @@ def average_gradients(params: Sequence[torch.nn.Parameter], weight: float) -> No
     ] + [flags])
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     offset = 0
+    has = flat[-len(params):].tolist()      # one host synchronisation for every flag
     for i, p in enumerate(params):
         n = p.numel()
-        if float(flat[-len(params) + i]) > 0:
+        if has[i] > 0:
             g = flat[offset:offset + n].view_as(p).to(p.dtype)
             if p.grad is None:
                 p.grad = g.clone()

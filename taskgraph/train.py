@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from taskgraph import distributed as tgd
 from taskgraph.data import Batch, MultiTaskData
+from taskgraph.devices import rng_state, set_rng_state
 from taskgraph.exceptions import CheckpointError, ValidationError
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ __all__ = ["Trainer"]
 _CKPT_FORMAT = "taskgraph.checkpoint"
 
 
-def _to_device(batch: Batch, device: torch.device | str) -> Batch:
+def to_device(batch: Batch, device: torch.device | str) -> Batch:
     """Every tensor of ``batch`` on ``device``."""
     return batch._replace(
         x=batch.x.to(device),
@@ -125,15 +126,15 @@ class Trainer:
         the same value. Every process must then call it.
         """
         learner.model_.eval()
-        per = torch.zeros(len(learner.tasks_set_), device=learner.device)
+        per = torch.zeros(len(learner.tasks_set_), device=learner.device_)
         count = torch.zeros_like(per)
         lo, hi = 0, len(val)
         if sharded:
             lo, hi = tgd.shard_bounds(len(val), tgd.world_size())[tgd.rank()]
         for i in range(lo, hi, batch_size):
             j = min(i + batch_size, hi)
-            x = val.x[i:j].to(learner.device)
-            y = val.y[i:j].to(learner.device)
+            x = val.x[i:j].to(learner.device_)
+            y = val.y[i:j].to(learner.device_)
             out = learner._forward(x)
             per += learner.layout_.per_example_loss(out, y).sum(dim=0)
             count += (~torch.isnan(y)).sum(dim=0)
@@ -174,7 +175,7 @@ class Trainer:
         resume: bool | str | Path | None = None,
     ) -> list[dict[str, float]]:
         """Train ``learner.model_`` (already built) and return the per-epoch history."""
-        ddp = tgd.init(device=learner.device)
+        ddp = tgd.init(device=learner.device_)
         if ddp:
             _prepare_distributed(learner)
         model = learner.model_
@@ -200,7 +201,7 @@ class Trainer:
                 best_loss, best_epoch, bad = st["best_loss"], st["best_epoch"], st["bad_epochs"]
                 best_state = st["best_state"]
                 start = int(st["epoch"])
-                torch.set_rng_state(st["rng"])
+                set_rng_state(st["rng"])
             elif resume is not True:
                 raise CheckpointError(f"resume: no checkpoint at {str(path)!r}")
 
@@ -226,7 +227,7 @@ class Trainer:
                                                      epoch, sums)
             for batch in () if ddp else train.loader(self.batch_size, shuffle=True,
                                                      seed=_epoch_seed(self.seed, epoch)):
-                batch = _to_device(batch, learner.device)
+                batch = to_device(batch, learner.device_)
                 loss, logs = learner._loss(batch, epoch)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
@@ -275,7 +276,7 @@ class Trainer:
                     "bad_epochs": bad,
                     "history": history,
                     "extra": learner._train_state(),
-                    "rng": torch.get_rng_state(),
+                    "rng": rng_state(learner.device_),
                 })
             if self.patience is not None and bad >= self.patience:
                 stopped = True
@@ -300,10 +301,10 @@ class Trainer:
         n_batches = 0
         for idx, share in sampler:
             opt.zero_grad(set_to_none=True)
-            bad = torch.zeros(1, device=learner.device)
+            bad = torch.zeros(1, device=learner.device_)
             if len(idx) > 0:
                 batch = train[idx]
-                batch = _to_device(batch, learner.device)
+                batch = to_device(batch, learner.device_)
                 loss, logs = learner._loss(batch, epoch)
                 if not torch.isfinite(loss):
                     bad += 1
@@ -326,8 +327,8 @@ def _prepare_distributed(learner: BaseLearner) -> None:
     """Put the model on this process's device (``cuda`` = ``cuda:LOCAL_RANK`` once
     :func:`taskgraph.distributed.init` has set it) and make every process start from rank 0's
     weights."""
-    if torch.device(learner.device).type == "cuda":
-        learner.model_.to(learner.device)
-        learner.layout_ = learner.layout_.to(learner.device)
+    if torch.device(learner.device_).type == "cuda":
+        learner.model_.to(learner.device_)
+        learner.layout_ = learner.layout_.to(learner.device_)
     for tensor in learner.model_.state_dict().values():
         torch.distributed.broadcast(tensor, src=0)

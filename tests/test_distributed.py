@@ -32,6 +32,7 @@ SCRIPT = textwrap.dedent('''
     payload = {
         "rank": rank,
         "world_size": tg.distributed.world_size(),
+        "distributed": tg.distributed.is_distributed(),
         "val_loss": [h["val_loss"] for h in learner.history_],
         "task_loss": [h["task_loss"] for h in learner.history_],
         "iid": learner.evaluate(bench.test_iid),
@@ -62,22 +63,38 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run(tmp_path, nproc: int, missing: float) -> list[dict]:
+def _run(tmp_path, nproc: int, missing: float, forced: bool = False) -> list[dict]:
     script = tmp_path / "train_ddp.py"
     script.write_text(SCRIPT)
-    out = tmp_path / f"m{nproc}"
-    ckpt = tmp_path / f"c{nproc}.ckpt"
+    tag = f"{nproc}{'f' if forced else ''}"
+    out = tmp_path / f"m{tag}"
+    ckpt = tmp_path / f"c{tag}.ckpt"
     args = [str(script), str(out), str(ckpt), str(missing)]
-    if nproc == 1:
+    env = _env()
+    if forced:
+        env[tgd.FORCE_ENV] = "1"
+    if nproc == 1 and not forced:
         cmd = [sys.executable, *args]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1",
                f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
                f"--master_port={_free_port()}", *args]
-    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=150)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert ckpt.is_file()
-    return [json.loads((tmp_path / f"m{nproc}.rank{r}.json").read_text()) for r in range(nproc)]
+    return [json.loads((tmp_path / f"m{tag}.rank{r}.json").read_text()) for r in range(nproc)]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_one_forced_rank_takes_the_distributed_path(tmp_path):
+    """torchrun --nproc_per_node 1 with TASKGRAPH_DISTRIBUTED=1: a one-rank process group, the
+    sharded sampler and the collectives run, and the result equals the plain run."""
+    plain = _run(tmp_path, 1, 0.0)[0]
+    forced = _run(tmp_path, 1, 0.0, forced=True)[0]
+    assert forced["distributed"] and not plain["distributed"]
+    np.testing.assert_allclose(forced["weights"], plain["weights"], atol=1e-5)
+    np.testing.assert_allclose(forced["val_loss"], plain["val_loss"], rtol=1e-5)
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ import copy
 import inspect
 import math
 import numbers
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,13 +33,14 @@ import torch
 from torch import nn
 
 from taskgraph.data import MultiTaskData, as_features
+from taskgraph.devices import resolve_device
 from taskgraph.exceptions import CheckpointError, NotFittedError, ValidationError
 from taskgraph.graph import TaskGraph
 from taskgraph.nn.heads import OutputLayout
 from taskgraph.tasks import Task, TaskSet
 
 __all__ = ["BaseLearner", "register", "create", "list", "get", "load_learner", "graph_to_state",
-           "graph_from_state"]
+           "graph_from_state", "encode_param", "decode_param"]
 
 _REGISTRY: dict[str, type[BaseLearner]] = {}
 _FORMAT = "taskgraph.learner"
@@ -149,13 +151,7 @@ def check_common_params(learner: BaseLearner) -> None:
         raise ValidationError(f"seed: expected an integer, got {learner.seed!r}")
     if learner.verbose is not None and not isinstance(learner.verbose, (bool, np.bool_)):
         raise ValidationError(f"verbose: expected True, False or None, got {learner.verbose!r}")
-    try:
-        torch.device(learner.device)
-    except (RuntimeError, TypeError, ValueError) as exc:
-        raise ValidationError(
-            f"device: expected a torch device such as 'cpu' or 'cuda:0', got "
-            f"{learner.device!r} ({str(exc).splitlines()[0][:120]})"
-        ) from None
+    resolve_device(learner.device)
 
 
 class BaseLearner:
@@ -174,7 +170,9 @@ class BaseLearner:
         weight_decay (float): Adam weight decay. (default: 0.0)
         patience (int, optional): early-stopping patience in epochs on the validation loss.
         seed (int): seed of initialisation, shuffling and dropout. (default: 0)
-        device (str): torch device. (default: ``"cpu"``)
+        device (str): torch device, or ``"auto"`` (CUDA when available, else CPU). The model
+            and its structure state live there; data may be given on the CPU or on that device,
+            and predictions are returned on the CPU. (default: ``"cpu"``)
         verbose (bool, optional): progress bars; ``None`` shows them only on a terminal.
 
     Subclasses implement :meth:`_build` (return the ``nn.Module``) and may override
@@ -266,6 +264,21 @@ class BaseLearner:
     def tasks_(self) -> TaskSet:
         return TaskSet.coerce(self.tasks)
 
+    @property
+    def device_(self) -> torch.device:
+        """The resolved training device (``device="auto"`` becomes ``cuda`` or ``cpu``)."""
+        return resolve_device(self.device)
+
+    def _cpu_layout(self) -> OutputLayout:
+        """The output layout on the CPU, for predictions: a separate copy when the model lives
+        elsewhere (``layout_`` is shared with model parts and is never moved in place)."""
+        if self.layout_.is_binary.device.type == "cpu":
+            return self.layout_
+        cached = self.__dict__.get("_layout_cpu")
+        if cached is None:
+            cached = self._layout_cpu = copy.deepcopy(self.layout_).cpu()
+        return cached
+
     def _make_encoder(self, feature_shape: tuple[int, ...]) -> nn.Module:
         from encoders import MLPBackbone
 
@@ -281,13 +294,14 @@ class BaseLearner:
     def _setup(self, feature_shape: tuple[int, ...], train: MultiTaskData | None) -> None:
         """Build ``model_`` and derived state. ``train`` is ``None`` when loading."""
         self.tasks_set_ = self.tasks_
+        self.__dict__.pop("_layout_cpu", None)
         self.layout_ = OutputLayout(self.tasks_set_)
         self.feature_shape_ = tuple(int(s) for s in feature_shape)
         self.n_features_in_ = int(np.prod(self.feature_shape_))
         torch.manual_seed(self.seed)
         model = self._build(self.feature_shape_, train)
-        self.model_ = model.to(self.device)
-        self.layout_ = self.layout_.to(self.device)
+        self.model_ = model.to(self.device_)
+        self.layout_ = self.layout_.to(self.device_)
 
     # ------------------------------------------------------------------ hooks
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -406,19 +420,20 @@ class BaseLearner:
         self._check_fitted()
         xt = self._check_x(x)
         self.model_.eval()
-        outs = [self._forward(xt[i:i + batch_size].to(self.device)).float()
+        device = self.device_
+        outs = [self._forward(xt[i:i + batch_size].to(device)).float().cpu()
                 for i in range(0, xt.shape[0], batch_size)]
-        return torch.cat(outs).cpu()
+        return torch.cat(outs)
 
     def predict_proba(self, x: Any) -> torch.Tensor:
         """Class probabilities ``[N, T, C]`` (``C = max_k n_classes_k``); zero in columns a task
         does not have and for regression tasks."""
         out = self._outputs(x)
-        return self.layout_.cpu().log_proba(out).exp()
+        return self._cpu_layout().log_proba(out).exp()
 
     def predict_log_proba(self, x: Any) -> torch.Tensor:
         """Log class probabilities ``[N, T, C]`` (``-inf`` padding)."""
-        return self.layout_.cpu().log_proba(self._outputs(x))
+        return self._cpu_layout().log_proba(self._outputs(x))
 
     def predict(self, x: Any, inference: Any = None) -> torch.Tensor:
         """Labels ``[N, T]`` (float): per-task argmax, or a joint decode by ``inference``.
@@ -430,7 +445,7 @@ class BaseLearner:
                 :class:`taskgraph.inference.GMTL`.
         """
         out = self._outputs(x)
-        layout = self.layout_.cpu()
+        layout = self._cpu_layout()
         if inference is None or inference == "independent":
             return layout.predict(out)
         if not hasattr(inference, "decode"):
@@ -454,23 +469,23 @@ class BaseLearner:
             raise ValidationError(f"data: expected MultiTaskData, got {type(data).__name__}")
         data.check_compatible(self.tasks_set_, "data")
         out = self._outputs(data.x)
-        layout = self.layout_.cpu()
+        layout = self._cpu_layout()
         proba = layout.log_proba(out).exp()
         pred = self.predict(data.x, inference=inference) if inference is not None else (
             layout.predict(out))
-        return task_metrics(self.tasks_set_, data.y, pred, proba[..., 1])
+        return task_metrics(self.tasks_set_, data.y.cpu(), pred, proba[..., 1])
 
     # ------------------------------------------------------------------ persistence
     def _params_state(self) -> tuple[dict[str, Any], bool]:
-        from encoders import encoder_config
-
-        params = {k: v for k, v in self.get_params().items() if k != "tasks"}
+        """Constructor arguments as values ``torch.load(weights_only=True)`` reads back (see
+        :func:`encode_param`); ``custom`` is ``True`` when a module has no ``config()``."""
+        params: dict[str, Any] = {}
         custom = False
-        for k, v in builtins.list(params.items()):
-            if isinstance(v, nn.Module):
-                cfg = encoder_config(v)
-                params[k] = {"__encoder__": cfg}
-                custom = custom or cfg is None
+        for k, v in self.get_params().items():
+            if k == "tasks":
+                continue
+            params[k], unknown = encode_param(k, v)
+            custom = custom or unknown
         return params, custom
 
     def _state(self) -> dict[str, Any]:
@@ -540,22 +555,84 @@ def read_state(path: str | Path, fmt: str = _FORMAT) -> dict[str, Any]:
     return state
 
 
-def _restore_params(state: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+def _is_plain(v: Any) -> bool:
+    if v is None or isinstance(v, (bool, int, float, str, torch.Tensor)):
+        return True
+    if isinstance(v, (builtins.list, tuple)):
+        return all(_is_plain(i) for i in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _is_plain(i) for k, i in v.items())
+    return False
+
+
+def encode_param(name: str, value: Any) -> tuple[Any, bool]:
+    """One constructor argument as a value a ``weights_only`` load reads back: modules as their
+    ``config()`` (``{"__encoder__": cfg}``), task graphs as ``{"__taskgraph__": state}``, numpy
+    arrays as ``{"__ndarray__": tensor}``, tensors on the CPU, numpy scalars as Python ones.
+    Returns ``(encoded, custom)``; ``custom`` marks a module without ``config()``.
+
+    Raises:
+        ValidationError: naming ``name`` for a value of any other kind (saving it would write a
+            file that cannot be loaded).
+    """
+    from encoders import encoder_config
+
+    if isinstance(value, nn.Module):
+        cfg = encoder_config(value)
+        return {"__encoder__": cfg}, cfg is None
+    if isinstance(value, TaskGraph):
+        return {"__taskgraph__": graph_to_state(value)}, False
+    if isinstance(value, np.ndarray):
+        return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(value))}, False
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu(), False
+    if isinstance(value, np.generic):
+        return value.item(), False
+    if not _is_plain(value):
+        raise ValidationError(
+            f"{name}: a {type(value).__name__} cannot be saved (saved learners hold tensors, "
+            f"task graphs, modules with config() and plain values only)")
+    return value, False
+
+
+def decode_param(name: str, value: Any, overrides: dict[str, Any]) -> Any:
+    """Inverse of :func:`encode_param`."""
     from encoders import build_encoder
 
-    params = dict(state["params"])
-    for k, v in builtins.list(params.items()):
-        if isinstance(v, dict) and "__encoder__" in v:
-            if k in overrides:
-                continue
-            if v["__encoder__"] is None:
-                raise CheckpointError(
-                    f"{k}: this file was saved with a custom module that has no config(); "
-                    f"pass {k}=<a module of the same architecture> to load()"
-                )
-            params[k] = build_encoder(v["__encoder__"])
+    if not isinstance(value, dict) or len(value) != 1:
+        return value
+    if "__encoder__" in value:
+        if value["__encoder__"] is None:
+            raise CheckpointError(
+                f"{name}: this file was saved with a custom module that has no config(); "
+                f"pass {name}=<a module of the same architecture> to load()"
+            )
+        return build_encoder(value["__encoder__"])
+    if "__taskgraph__" in value:
+        g = value["__taskgraph__"]
+        if isinstance(g.get("adjacency"), torch.Tensor):
+            return graph_from_state(g)
+        return TaskGraph.from_dict(g)     # the TaskGraph.to_dict form of older mtcrl files
+    if "__ndarray__" in value:
+        return value["__ndarray__"].numpy()
+    return value
+
+
+def _restore_params(state: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    params = {k: v if k in overrides else decode_param(k, v, overrides)
+              for k, v in state["params"].items()}
     params.update(overrides)
     return params
+
+
+def _device_available(device: Any) -> bool:
+    try:
+        dev = resolve_device(device)
+    except ValidationError:
+        return False
+    if dev.type == "cuda":
+        return torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()
+    return True
 
 
 def load_learner(
@@ -577,7 +654,13 @@ def load_learner(
         raise CheckpointError(
             f"path: the file holds a {klass.__name__!r} learner, not a {expected.__name__!r}"
         )
-    learner = klass(saved_tasks, **_restore_params(state, overrides))
+    params = _restore_params(state, overrides)
+    if "device" not in overrides and not _device_available(params.get("device", "cpu")):
+        warnings.warn(f"device: the file was saved from {params['device']!r}, which this "
+                      f"machine does not have; loading on the CPU (pass device= to choose)",
+                      stacklevel=2)
+        params["device"] = "cpu"
+    learner = klass(saved_tasks, **params)
     learner._setup(tuple(state["feature_shape"]), None)
     try:
         learner.model_.load_state_dict(state["model"])

@@ -268,7 +268,8 @@ class CausalGraph(InvariantEnvironments, GCNet):
         if self._ebm_on:
             from taskgraph.structure.ebm import CausalEBM
 
-            self._ebm = CausalEBM(net.sem.edge_index.cpu(), len(self.tasks_set_), self._n_states)
+            self._ebm = CausalEBM(net.sem.edge_index.cpu(), len(self.tasks_set_),
+                                  self._n_states).to(self.device_)
 
     # ------------------------------------------------------------------ objective
     def _loss(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
@@ -348,8 +349,12 @@ class CausalGraph(InvariantEnvironments, GCNet):
         from taskgraph.structure.invariance import heterogeneous_pairs
 
         if self.gmtl == "graph":
+            # the joint label prior covers classification tasks: edges to regression tasks
+            # stay in the graph but are not decoded jointly
             skel = self._learned_graph().skeleton()
-            return [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(skel, 1)))]
+            cls = [t.is_classification for t in self.tasks_set_]
+            return [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(skel, 1)))
+                    if cls[i] and cls[j]]
         return heterogeneous_pairs(train.y, train.env, self.tasks_set_, z=float(self.shift_z))
 
     def _fit_gmtl(self, train: MultiTaskData, val: MultiTaskData | None) -> None:

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from taskgraph.data import MultiTaskData
+from taskgraph.devices import generator_state, make_generator, set_generator_state
 from taskgraph.exceptions import ValidationError
 from taskgraph.graph import TaskGraph
 from taskgraph.learners.base import BaseLearner, register
@@ -98,7 +99,8 @@ class _GCNetNet(nn.Module):
         for name in ("edge_index", "edge_mask"):
             key = prefix + name
             if key in state_dict:
-                setattr(self, name, state_dict[key].clone())
+                here = getattr(self, name).device
+                setattr(self, name, state_dict[key].to(here, copy=True))
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     def edge_weights(self) -> torch.Tensor:
@@ -279,9 +281,9 @@ class GCNet(BaseLearner):
             if self.graph.names != names:
                 raise ValidationError(f"graph: its tasks {self.graph.names} differ from the "
                                       f"learner's {names}")
-            if spec == "auto":
+            if isinstance(spec, str) and spec == "auto":
                 spec = self.graph
-        if spec == "auto":
+        if isinstance(spec, str) and spec == "auto":
             spec = "all" if t <= self.dense_limit else "heuristic"
         if isinstance(spec, str) and spec == "heuristic" and train is None:
             # loading: the edges are restored from the state dict right after
@@ -320,12 +322,12 @@ class GCNet(BaseLearner):
         self._slog: dict[str, float] = {}
         self._al = AugmentedLagrangian(rho=self.rho, rho_max=self.rho_max,
                                        rho_mult=self.rho_mult)
-        self._gen = torch.Generator().manual_seed(int(self.seed) + 17)
+        self._gen = make_generator(self.device_, int(self.seed) + 17)
         self._n_states = torch.tensor([tk.n_classes if tk.is_classification else 1
                                        for tk in self.tasks_set_])
         self._generations = [torch.arange(t)]
         n_sem = net.sem.edge_index.shape[1] if net.sem is not None else 0
-        self._edge_mask = torch.zeros(n_sem)
+        self._edge_mask = torch.zeros(n_sem, device=self.device_)
         self._make_ebm(net)
 
     def _make_ebm(self, net: _GCNetNet) -> None:
@@ -333,7 +335,8 @@ class GCNet(BaseLearner):
             from taskgraph.structure.ebm import CausalEBM
 
             edges = net.sem.edge_index if self.sem else net.edge_index
-            self._ebm = CausalEBM(edges.cpu(), len(self.tasks_set_), self._n_states)
+            self._ebm = CausalEBM(edges.cpu(), len(self.tasks_set_), self._n_states).to(
+                self.device_)
 
     # ------------------------------------------------------------------ pieces
     def _dense_a(self) -> torch.Tensor:
@@ -531,8 +534,7 @@ class GCNet(BaseLearner):
                 edge_mask = self._edge_mask.to(y.device)
                 targets, values = random_interventions(
                     k * b, t, n_states, self.p_intervene, generator=self._gen,
-                    eligible=~lay.is_reg.cpu())
-                targets, values = targets.to(y.device), values.to(y.device)
+                    eligible=~lay.is_reg, device=y.device)
                 y_k, obs_k = y.repeat(k, 1), obs.repeat(k, 1)
                 if batch.do is not None:   # real interventional rows keep their targets
                     do_k = batch.do.repeat(k, 1)
@@ -586,9 +588,9 @@ class GCNet(BaseLearner):
         if not sem.frozen:
             return float("inf")
         self.model_.eval()
-        x, y = val.x.to(self.device), val.y.to(self.device)
+        x, y = val.x.to(self.device_), val.y.to(self.device_)
         h = self.model_.states(x)[0]
-        do = None if val.do is None else val.do.to(self.device)
+        do = None if val.do is None else val.do.to(self.device_)
         nll = sem.neg_log_likelihood(self._sem_unary(x, h), y, None, do)
         return task + self.lambda_sem * float(nll)
 
@@ -637,10 +639,10 @@ class GCNet(BaseLearner):
             return gens
         src, dst = sem.edge_index.cpu()
         edges = [(int(src[e]), int(dst[e])) for e in torch.nonzero(kept.cpu()).flatten()]
-        x = train.x.reshape(len(train), -1).double()
-        edges = orient_by_likelihood(self.layout_.cpu(), x, train.y.double(), edges,
-                                     do=train.do)
-        self.layout_ = self.layout_.to(self.device)
+        x = train.x.reshape(len(train), -1).cpu().double()
+        do = None if train.do is None else train.do.cpu()
+        edges = orient_by_likelihood(self._cpu_layout(), x, train.y.cpu().double(), edges,
+                                     do=do)
         g = nx.DiGraph()
         g.add_nodes_from(range(t))
         g.add_edges_from(edges)
@@ -662,7 +664,7 @@ class GCNet(BaseLearner):
         return self
 
     def _train_state(self) -> dict[str, Any]:
-        state = {"al": self._al.state_dict(), "gen": self._gen.get_state()}
+        state = {"al": self._al.state_dict(), "gen": generator_state(self._gen)}
         if hasattr(self, "inference_"):
             state["inference"] = self.inference_
         return state
@@ -671,7 +673,7 @@ class GCNet(BaseLearner):
         if not state:
             return
         self._al.load_state_dict(state["al"])
-        self._gen.set_state(state["gen"])
+        set_generator_state(self._gen, state["gen"])
         if "inference" in state:
             self.inference_ = state["inference"]
         self._make_ebm(self.model_)      # edge sets come from the loaded state

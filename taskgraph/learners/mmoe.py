@@ -82,7 +82,7 @@ class MMoE(BaseLearner):
         routing = None
         if getattr(self, "_routing_x", None) is not None:
             self.model_.eval()
-            g, _ = self.model_.gate_weights(self._routing_x.to(self.device))
+            g, _ = self.model_.gate_weights(self._routing_x.to(self.device_))
             routing = g.mean(dim=0).cpu().double().numpy()
         names = self.tasks_set_.names
         return TaskGraph.empty(names, learned=False, meta={"learner": self.name},

@@ -34,7 +34,6 @@ from taskgraph.tasks import Task, TaskSet
 __all__ = ["MTCRL", "InvariantEnvironments"]
 
 _ENV_MODES = ("auto", "given", "labels", "both")
-_GRAPH_KEY = "__taskgraph__"
 
 
 class _MTCRLNet(nn.Module):
@@ -392,8 +391,6 @@ class MTCRL(InvariantEnvironments, BaseLearner):
         self.rebalance = rebalance
         self.max_envs = max_envs
         self.penalty_through_encoder = penalty_through_encoder
-        if isinstance(graph, dict) and _GRAPH_KEY in graph:  # the saved form (see _params_state)
-            graph = TaskGraph.from_dict(graph[_GRAPH_KEY])
         self.graph = graph
 
     # ------------------------------------------------------------------ checks
@@ -620,12 +617,6 @@ class MTCRL(InvariantEnvironments, BaseLearner):
 
     def _load_train_state(self, state: dict[str, Any]) -> None:
         self._step = int(state.get("step", 0))
-
-    def _params_state(self) -> tuple[dict[str, Any], bool]:
-        params, custom = super()._params_state()
-        if isinstance(params.get("graph"), TaskGraph):
-            params["graph"] = {_GRAPH_KEY: params["graph"].to_dict()}
-        return params, custom
 
     @property
     def routing_(self) -> np.ndarray:

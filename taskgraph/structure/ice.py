@@ -127,8 +127,9 @@ def random_interventions(
     Returns:
         (targets ``[B, T]`` bool, values ``[B, T]`` long)
     """
-    ok = n_states >= 2 if eligible is None else eligible & (n_states >= 2)
-    ok = ok.to(device)
+    device = n_states.device if device is None else device
+    n_states = n_states.to(device)
+    ok = n_states >= 2 if eligible is None else eligible.to(device) & (n_states >= 2)
     u = torch.rand(n_rows, n_tasks, generator=generator, device=device)
     targets = (u < p) & ok
     # rows that drew no target get one uniformly random eligible task (argmax of uniforms)
@@ -138,7 +139,7 @@ def random_interventions(
         empty = ~targets.any(dim=1)
         targets[torch.arange(n_rows, device=device), pick] |= empty
     r = torch.rand(n_rows, n_tasks, generator=generator, device=device)
-    values = (r * n_states.clamp_min(1).to(device)).floor().long()
+    values = (r * n_states.clamp_min(1)).floor().long()
     return targets, values
 
 
@@ -200,9 +201,11 @@ class OutputSEM(nn.Module):
         # optimizer built before loading, as when a training run resumes)
         incoming = state_dict.get(prefix + "weight")
         if incoming is not None and incoming.shape != self.weight.shape:
-            self.edge_index = state_dict[prefix + "edge_index"].clone()
-            self.weight = nn.Parameter(torch.empty_like(incoming))
-            self.support = torch.ones_like(incoming)
+            here = self.weight.device
+            self.edge_index = state_dict[prefix + "edge_index"].to(here, copy=True)
+            self.weight = nn.Parameter(torch.empty(incoming.shape, dtype=self.weight.dtype,
+                                                   device=here))
+            self.support = torch.ones(incoming.shape, dtype=self.support.dtype, device=here)
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     # ------------------------------------------------------------------ pieces

@@ -91,6 +91,7 @@ def heterogeneous_pairs(y: torch.Tensor, env: torch.Tensor | None, tasks: TaskSe
         raise ValidationError(f"z: expected a positive threshold, got {z!r}")
     if env is None:
         return []
+    y, env = y.cpu(), env.cpu()
     cls = [i for i, task in enumerate(tasks) if task.is_classification]
     if len(cls) < 2:
         return []

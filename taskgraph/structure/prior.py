@@ -89,7 +89,7 @@ def candidate_edges(
         if spec == "heuristic":
             if y is None:
                 raise ValidationError("candidates: 'heuristic' needs training labels")
-            corr = label_correlation(y).abs()
+            corr = label_correlation(y.cpu()).abs()
             kk = min(int(k), n_tasks - 1)
             top = corr.topk(kk, dim=1).indices                    # [T, k]
             src = torch.arange(n_tasks).repeat_interleave(kk)
@@ -109,7 +109,7 @@ def candidate_edges(
             mask = mask | torch.as_tensor(spec.candidates, dtype=torch.bool)
         mask = (mask | mask.T) & ~torch.eye(n_tasks, dtype=torch.bool)
         return mask.nonzero().T.contiguous()
-    ei = torch.as_tensor(spec, dtype=torch.long)
+    ei = torch.as_tensor(spec, dtype=torch.long).cpu()
     if ei.dim() != 2 or ei.shape[0] != 2:
         raise ValidationError(f"candidates: an edge_index must have shape [2, E], got "
                               f"{tuple(ei.shape)}")
