@@ -128,3 +128,21 @@ def test_resume_on_another_device(mixed_data, tmp_path):
         part.fit(train, val=val, checkpoint=tmp_path / "ck.pt", resume=True)
         for a, b in zip(full.model_.state_dict().values(), part.model_.state_dict().values()):
             assert torch.equal(a.cpu(), b.cpu())
+
+
+@pytest.mark.slow
+def test_device_check_example_passes_on_cpu(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "examples" / "device_check.py"
+    proc = subprocess.run([sys.executable, str(script), "--device", "cpu", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "device check: passed" in proc.stdout
+    report = json.loads((tmp_path / "device_check_cpu.json").read_text())
+    assert {r["learner"] for r in report["contract"]} == set(tg.learners.list())
+    assert all(r["ok"] for r in report["contract"])
+    assert report["torchrun"]["distributed"] and report["torchrun"]["backend"] == "gloo"
