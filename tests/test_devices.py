@@ -6,26 +6,13 @@ import numpy as np
 import pytest
 import torch
 from fakegpu import DeviceMismatch, FakeGPUTensor, fake_gpu
+from test_learners import _data_for, _kwargs
 
 import taskgraph as tg
 from taskgraph.inference import GMTL, JointPrior
 from taskgraph.learners import create, load_learner
 
-FAST = dict(epochs=3, batch_size=64, hidden=16, seed=0, verbose=False)
 MODES = ("heads", "sem", "mean_field", "gibbs")
-
-
-def _kwargs(name):
-    cls = tg.learners.get(name)
-    return {**FAST, **getattr(cls, "conformance_kwargs", {})}
-
-
-def _data_for(name, mixed_data):
-    cls = tg.learners.get(name)
-    if getattr(cls, "classification_only", False):
-        keep = [t.name for t in mixed_data.tasks if t.is_classification]
-        return mixed_data.select_tasks(keep)
-    return mixed_data
 
 
 def _modes(learner):
