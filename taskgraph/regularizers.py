@@ -188,7 +188,8 @@ class ModuleDecorrelation(nn.Module):
 
 # ============================================================================ invariance
 def env_assignment(
-    env: torch.Tensor, n_envs: int, weight: torch.Tensor | None = None, n_tasks: int | None = None
+    env: torch.Tensor, n_envs: int, weight: torch.Tensor | None = None,
+    n_tasks: int | None = None, check: bool = True,
 ) -> torch.Tensor:
     """Soft assignment ``A[B, T, E]`` of every (example, task) to its environment:
     ``A[b, t, e] = weight[b, t] · 1[env[b, t] = e]`` (0 where ``env`` is ``-1``).
@@ -198,13 +199,15 @@ def env_assignment(
             ``weight`` gives ``T``).
         n_envs (int): number of environments ``E``.
         weight (Tensor, optional): importance weights ``[B, T]`` (default 1).
+        check (bool): check that every id is below ``n_envs`` (a host synchronisation on a
+            GPU; callers whose ids come from validated tables pass ``False``).
     """
     if env.dim() == 1:
         t = n_tasks if n_tasks is not None else (1 if weight is None else weight.shape[1])
         env = env[:, None].expand(-1, t)
     if env.dim() != 2:
         raise ValidationError(f"env: expected [B] or [B, T], got {tuple(env.shape)}")
-    if bool((env >= n_envs).any()):
+    if check and bool((env >= n_envs).any()):
         raise ValidationError(f"env: ids must be < n_envs = {n_envs}, found {int(env.max())}")
     dtype = weight.dtype if weight is not None else torch.get_default_dtype()
     onehot = torch.nn.functional.one_hot(env.clamp_min(0), n_envs).to(dtype)

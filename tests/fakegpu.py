@@ -77,6 +77,7 @@ class FakeGPUTensor(torch.Tensor):
         return f"FakeGPUTensor({self.elem!r})"
 
     def tolist(self) -> Any:  # type: ignore[override]
+        SYNCS["tolist"] = SYNCS.get("tolist", 0) + 1
         return self.elem.tolist()    # CUDA copies to the host and returns the list
 
     def __reduce_ex__(self, proto: Any) -> Any:
@@ -165,11 +166,46 @@ class _GeneratorCheck(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+#: operations that make the host wait for the device on CUDA: reading a value, copying to the
+#: host, and operations whose output size depends on the data
+_SYNC_OPS = {aten._local_scalar_dense, aten.nonzero, aten.masked_select, aten.unique_dim,
+             aten._unique2, aten.unique_consecutive, aten.repeat_interleave}
+
+#: host synchronisations seen since the last reset, by operation name (see :func:`host_syncs`)
+SYNCS: dict[str, int] = {}
+
+
+def _count_sync(func: Any, args: tuple, kwargs: dict, on_fake: bool) -> None:
+    packet = func.overloadpacket
+    sync = on_fake and packet in _SYNC_OPS
+    if packet in (aten._to_copy, aten.copy_) and args:
+        src = args[1] if packet is aten.copy_ else args[0]
+        dst_cpu = (torch.device(kwargs["device"]).type == "cpu" if kwargs.get("device")
+                   is not None else packet is aten.copy_ and not isinstance(args[0],
+                                                                         FakeGPUTensor))
+        sync = isinstance(src, FakeGPUTensor) and dst_cpu
+    if packet is aten.index and on_fake:
+        sync = any(isinstance(i, torch.Tensor) and i.dtype == torch.bool
+                   for i in (args[1] if len(args) > 1 else ()) or ())
+    if sync:
+        SYNCS[str(packet)] = SYNCS.get(str(packet), 0) + 1
+
+
+def host_syncs() -> int:
+    """Host synchronisations counted since the last :func:`reset_syncs`."""
+    return sum(SYNCS.values())
+
+
+def reset_syncs() -> None:
+    SYNCS.clear()
+
+
 class _FakeGPUMode(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = dict(kwargs or {})
         flat, _ = tree_flatten((args, kwargs))
         on_fake = any(isinstance(a, FakeGPUTensor) for a in flat)
+        _count_sync(func, args, kwargs, on_fake)
         dev = kwargs.get("device")
         if dev is not None:
             target = torch.device(dev)

@@ -308,12 +308,13 @@ class BaseLearner:
         """Head outputs ``[B, T, C_max]``."""
         return self.model_(x)
 
-    def _loss(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
-        """Training objective on one batch; returns the loss and values to log."""
+    def _loss(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Training objective on one batch; returns the loss and values to log (numbers or
+        scalar tensors: the Trainer reads tensors once per epoch, not per step)."""
         out = self._forward(batch.x)
         losses = self.layout_.task_losses(out, batch.y)
         loss = losses.sum()
-        return loss, {"task_loss": float(loss.detach())}
+        return loss, {"task_loss": loss.detach()}
 
     def _on_epoch_end(self, epoch: int, train: MultiTaskData) -> dict[str, float]:
         return {}

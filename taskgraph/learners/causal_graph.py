@@ -272,14 +272,14 @@ class CausalGraph(InvariantEnvironments, GCNet):
                                   self._n_states).to(self.device_)
 
     # ------------------------------------------------------------------ objective
-    def _loss(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def _loss(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, Any]]:
         net, lay = self.model_, self.layout_
         step = self._step
         if net.training:
             self._step += 1
         gates = net.router.gates()
         lam = self._lambda(step) if self._envs is not None else 0.0
-        logs: dict[str, float] = {}
+        logs: dict[str, Any] = {}
         valid = None
         if lam > 0:
             member, assign, valid = self._batch_assignment(batch, gates.dtype)
@@ -302,7 +302,7 @@ class CausalGraph(InvariantEnvironments, GCNet):
             pen = None if valid is None else per.new_zeros(())
         task = self._task_loss(per, batch.y)
         loss = task + (self.lambda_prior_l1 * w.mean() if self.prior else 0.0)
-        logs["task_loss"] = float(task.detach())
+        logs["task_loss"] = task.detach()
         if self.routing and float(self.sparsity) > 0:
             loss = loss + float(self.sparsity) * net.router.sparsity("l1")
         if float(self.decorrelation) > 0:
@@ -313,11 +313,11 @@ class CausalGraph(InvariantEnvironments, GCNet):
             loss = loss + self._structure_step(batch, epoch, h, s0, w, s1, out)
         if pen is not None:
             loss = loss + lam * pen
-            logs["invariance"] = float(pen.detach())
+            logs["invariance"] = pen.detach()
             logs["invariance_envs"] = self._valid_share
             # an idle penalty (no environment counted) does not shrink the task gradients
-            if lam > 1.0 and self._valid_share > 0:
-                loss = loss / lam
+            if lam > 1.0:
+                loss = torch.where(self._valid_share > 0, loss / lam, loss)
         return loss, logs
 
     def _on_epoch_end(self, epoch: int, train: MultiTaskData) -> dict[str, float]:

@@ -319,7 +319,7 @@ class GCNet(BaseLearner):
     def _init_structure_state(self, net: _GCNetNet, t: int) -> None:
         """Training state of the structure objective (not part of the module)."""
         self._buffer: builtins.list[Any] = []
-        self._slog: dict[str, float] = {}
+        self._slog: dict[str, Any] = {}
         self._al = AugmentedLagrangian(rho=self.rho, rho_max=self.rho_max,
                                        rho_mult=self.rho_mult)
         self._gen = make_generator(self.device_, int(self.seed) + 17)
@@ -426,7 +426,7 @@ class GCNet(BaseLearner):
         loss = task + (self.lambda_prior_l1 * w.mean() if self.prior else 0.0)
         if self.prior or self.sem or self.ebm:
             loss = loss + self._structure_step(batch, epoch, h, s0, w, s1, out)
-        return loss, {"task_loss": float(task.detach())}
+        return loss, {"task_loss": task.detach()}
 
     def _structure_step(self, batch: Any, epoch: int, h: torch.Tensor, s0: torch.Tensor,
                         w: torch.Tensor, s1: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -440,11 +440,10 @@ class GCNet(BaseLearner):
         still enters the structure fit. Up to ``k - 1`` batches at the end of an epoch do not
         reach it (epochs stay independent, so resuming needs no buffer)."""
         rows = None
-        if self.sem:   # missing labels are filled with the heads' marginals
-            y = batch.y
-            fill = (self.layout_.log_proba(out).exp().detach()
-                    if bool(torch.isnan(y).any()) else None)
-            rows = (self._sem_input(batch.x, h), y, fill, batch.do)
+        if self.sem:   # missing labels are filled with the heads' marginals (computed for
+            # every batch: testing whether any label is missing would wait for the device)
+            fill = self.layout_.log_proba(out).exp().detach()
+            rows = (self._sem_input(batch.x, h), batch.y, fill, batch.do)
         self._buffer.append(rows)
         if len(self._buffer) < int(self.structure_every):
             return out.new_zeros(())
@@ -474,13 +473,13 @@ class GCNet(BaseLearner):
         batch must be their last rows."""
         net, lay = self.model_, self.layout_
         loss = out.new_zeros(())
-        logs: dict[str, float] = {}
+        logs: dict[str, torch.Tensor] = {}
         u_batch = None
         if self.prior:
             triv = net.heads(net.mp.messages(s0, net.edge_index, 1.0 - w))
             l_triv = uninformative_loss(lay, triv)
             loss = loss + self.lambda_trivial * l_triv
-            logs["trivial"] = float(l_triv.detach())
+            logs["trivial"] = l_triv.detach()
         if self.sem:
             inp, y_all, fill, do = sem_rows
             u = net.sem_heads(inp)
@@ -493,14 +492,15 @@ class GCNet(BaseLearner):
             if epoch >= self.al_warmup and not net.sem.frozen:
                 hval = self._h()
                 loss = loss + self._al.penalty(hval)
-                logs["h"] = float(hval.detach())
-            logs["sem_nll"] = float(nll.detach())
+                logs["h"] = hval.detach()
+            logs["sem_nll"] = nll.detach()
         if self.ebm:
             l_ice = self._ice(batch, h, s1, out, u=u_batch)
             loss = loss + self.lambda_ice * l_ice
-            logs["ice"] = float(l_ice.detach())
-        for k, v in logs.items():
-            self._slog[k] = self._slog.get(k, 0.0) + v
+            logs["ice"] = l_ice.detach()
+        for k, v in logs.items():   # summed on the device, read once per epoch
+            v = v.double()
+            self._slog[k] = self._slog[k] + v if k in self._slog else v
         self._slog["_n"] = self._slog.get("_n", 0.0) + 1
         return loss
 
@@ -599,7 +599,7 @@ class GCNet(BaseLearner):
         # the structure objective: epochs stay independent, so resuming needs no buffer
         self._buffer = []
         n = self._slog.pop("_n", 0.0)
-        row = {k: v / n for k, v in self._slog.items()} if n else {}
+        row = {k: float(v) / n for k, v in self._slog.items()} if n else {}
         self._slog = {}
         if not self.sem:
             return row

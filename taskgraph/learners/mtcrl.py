@@ -204,7 +204,8 @@ class InvariantEnvironments:
         assignment ``[B, T, E]`` (``[B, T, 2E]``, two halves per environment, under
         ``unbiased_invariance``), and the penalty's ``valid`` mask (:meth:`_counted`)."""
         env, weight = self._batch_envs(batch)
-        member = env_assignment(env, int(self._envs["n_envs"])).to(dtype)
+        # ids come from the tables built in fit: no per-step range check (a host sync)
+        member = env_assignment(env, int(self._envs["n_envs"]), check=False).to(dtype)
         assign = member * weight[..., None]
         if self._penalty.split:
             member, assign = split_halves(member, assign)
@@ -212,13 +213,16 @@ class InvariantEnvironments:
 
     def _counted(self, assign: torch.Tensor) -> torch.Tensor:
         """The penalty's ``valid`` mask ``[E, T]`` of a batch's assignment; records the share
-        of the (environment, task) pairs with data that count (``self._valid_share``, logged
-        as ``invariance_envs``) and its running maximum (``self._max_share``)."""
+        of the (environment, task) pairs with data that count (``self._valid_share``, a scalar
+        tensor logged as ``invariance_envs``) and its running maximum (``self._max_share``),
+        both kept on the device (no host synchronisation per step)."""
         valid = self._penalty.valid(assign)
         with torch.no_grad():
             present = assign.sum(dim=0).T > 0
-            self._valid_share = float((valid & present).sum() / present.sum().clamp_min(1))
-        self._max_share = max(getattr(self, "_max_share", None) or 0.0, self._valid_share)
+            share = (valid & present).sum() / present.sum().clamp_min(1)
+            self._valid_share = share
+            prev = getattr(self, "_max_share", None)
+            self._max_share = share if prev is None else torch.maximum(prev, share)
         return valid
 
     @staticmethod
@@ -460,7 +464,7 @@ class MTCRL(InvariantEnvironments, BaseLearner):
             edge_index, edge_weight = self.graph.to_edge_index()
         heads = TaskHeads(self.tasks_set_, router.out_dim)
         self._step = 0
-        self._max_share: float | None = None
+        self._max_share: torch.Tensor | None = None
         self._idle_checked = False
         self._envs: dict[str, Any] | None = None
         if train is not None:
@@ -470,7 +474,7 @@ class MTCRL(InvariantEnvironments, BaseLearner):
             and self.invariance_kind == "irmv1", min_rows=float(self.min_env_rows))
         return _MTCRLNet(encoder, router, heads, mp, edge_index, edge_weight)
 
-    def _loss(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def _loss(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, Any]]:
         net: _MTCRLNet = self.model_
         step = self._step
         if net.training:
@@ -484,24 +488,24 @@ class MTCRL(InvariantEnvironments, BaseLearner):
             per = self.layout_.per_example_loss(net.head_out(z, gates), batch.y)
             task, pen = self._task_loss(per, batch.y), None
         loss = task
-        logs = {"task_loss": float(task.detach())}
+        logs: dict[str, Any] = {"task_loss": task.detach()}
         if float(self.decorrelation) > 0:
             dec = decorrelation(z, self.decorrelation_kind, max_units=self.decorrelation_units)
             loss = loss + float(self.decorrelation) * dec
-            logs["decorrelation"] = float(dec.detach())
+            logs["decorrelation"] = dec.detach()
         if float(self.sparsity) > 0 and self.sparsity_kind != "none":
             sp = net.router.sparsity(self.sparsity_kind)
             loss = loss + float(self.sparsity) * sp
-            logs["sparsity"] = float(sp.detach())
+            logs["sparsity"] = sp.detach()
         if pen is not None:
             loss = loss + lam * pen
-            logs["invariance"] = float(pen.detach())
+            logs["invariance"] = pen.detach()
             logs["invariance_envs"] = self._valid_share
             logs["lambda_inv"] = lam
             # renormalise only when some environment counted: an idle penalty (no environment
             # with min_env_rows) must not shrink the task gradients by 1/λ
-            if lam > 1.0 and self.renormalize and self._valid_share > 0:
-                loss = loss / lam
+            if lam > 1.0 and self.renormalize:
+                loss = torch.where(self._valid_share > 0, loss / lam, loss)
         return loss, logs
 
     def _task_and_invariance(self, net: _MTCRLNet, batch: Any, z: torch.Tensor,
@@ -595,7 +599,7 @@ class MTCRL(InvariantEnvironments, BaseLearner):
         if getattr(self, "_max_share", None) is None or getattr(self, "_idle_checked", False):
             return
         self._idle_checked = True
-        if self._max_share == 0.0:
+        if float(self._max_share) == 0.0:
             warnings.warn(
                 f"min_env_rows: no environment had {self.min_env_rows:g} effective rows in any "
                 f"batch of epoch {epoch}, so the invariance penalty did not act; raise "

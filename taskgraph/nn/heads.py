@@ -46,6 +46,11 @@ class OutputLayout(nn.Module):
         cols = torch.arange(self.n_classes)
         # valid class columns per task (for multiclass softmax and log_proba padding)
         self.register_buffer("class_mask", cols[None, :] < n_cls[:, None])
+        # positions of the classification tasks (an index, so selecting them needs no
+        # data-dependent boolean indexing on the device)
+        self.register_buffer("cls_index", torch.tensor(
+            [i for i, t in enumerate(tasks) if t.is_classification], dtype=torch.long),
+            persistent=False)
         self.has_multi = bool(self.is_multi.any())
         self.has_reg = bool(self.is_reg.any())
         self.has_binary = bool(self.is_binary.any())

@@ -132,12 +132,12 @@ def random_interventions(
     ok = n_states >= 2 if eligible is None else eligible.to(device) & (n_states >= 2)
     u = torch.rand(n_rows, n_tasks, generator=generator, device=device)
     targets = (u < p) & ok
-    # rows that drew no target get one uniformly random eligible task (argmax of uniforms)
-    if bool(ok.any()):
-        v = torch.rand(n_rows, n_tasks, generator=generator, device=device)
-        pick = torch.where(ok, v, torch.full_like(v, -1.0)).argmax(dim=1)
-        empty = ~targets.any(dim=1)
-        targets[torch.arange(n_rows, device=device), pick] |= empty
+    # rows that drew no target get one uniformly random eligible task (argmax of uniforms);
+    # without any eligible task nothing is set (decided on the device, no host synchronisation)
+    v = torch.rand(n_rows, n_tasks, generator=generator, device=device)
+    pick = torch.where(ok, v, torch.full_like(v, -1.0)).argmax(dim=1)
+    empty = ~targets.any(dim=1) & ok.any()
+    targets[torch.arange(n_rows, device=device), pick] |= empty
     r = torch.rand(n_rows, n_tasks, generator=generator, device=device)
     values = (r * n_states.clamp_min(1)).floor().long()
     return targets, values
@@ -178,6 +178,7 @@ class OutputSEM(nn.Module):
         self.weight = nn.Parameter(w0)
         # 1 = edge free to learn; 0 = pruned (see :meth:`freeze_support`)
         self.register_buffer("support", torch.ones(e))
+        self._frozen = False   # (support < 1).any(), kept on the host: read on every step
         c = layout.n_classes
         # parent state per class: binary -1/+1 fixed, multiclass learned (centred on use)
         base = torch.zeros(t, c)
@@ -207,12 +208,14 @@ class OutputSEM(nn.Module):
                                                    device=here))
             self.support = torch.ones(incoming.shape, dtype=self.support.dtype, device=here)
         super()._load_from_state_dict(state_dict, prefix, *args)
+        self._frozen = bool((self.support < 1).any())
 
     # ------------------------------------------------------------------ pieces
     @property
     def frozen(self) -> bool:
-        """Whether the support was frozen to a DAG (:meth:`freeze_support`)."""
-        return bool((self.support < 1).any())
+        """Whether the support was frozen to a DAG (:meth:`freeze_support`; kept on the host,
+        so reading it costs no device synchronisation)."""
+        return self._frozen
 
     def effective_weight(self) -> torch.Tensor:
         """``[E]`` edge weights with pruned edges at exactly 0."""
@@ -234,6 +237,7 @@ class OutputSEM(nn.Module):
         forward = (pos[src] < pos[dst]).to(self.support.device)
         self.support.copy_(forward.float())
         self.weight.mul_(self.support)
+        self._frozen = bool((~forward).any())
         return int(forward.sum())
 
     def child_vectors(self) -> torch.Tensor:
@@ -261,11 +265,9 @@ class OutputSEM(nn.Module):
         y0 = torch.nan_to_num(y).long().clamp(0, st.shape[1] - 1)
         s_cls = st.expand(y.shape[0], -1, -1).gather(-1, y0[..., None])[..., 0]
         s = torch.where(self.layout.is_reg, torch.nan_to_num(y), s_cls)
-        miss = torch.isnan(y)
-        if bool(miss.any()):
-            fill = (proba * st).sum(-1) if proba is not None else torch.zeros_like(s)
-            s = torch.where(miss, fill, s)
-        return s
+        # no branch on whether anything is missing: that test would wait for the device
+        fill = (proba * st).sum(-1) if proba is not None else torch.zeros_like(s)
+        return torch.where(torch.isnan(y), fill, s)
 
     def parent_signal(self, s: torch.Tensor, edge_mask: torch.Tensor | None = None
                       ) -> torch.Tensor:

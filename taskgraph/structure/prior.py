@@ -179,9 +179,8 @@ def uninformative_loss(layout: OutputLayout, out: torch.Tensor,
         - **out:** ``[B, T, C_max]`` head outputs; returns a scalar.
     """
     lp = layout.log_proba(out)
-    cls = ~layout.is_reg
-    if not bool(cls.any()):
+    if layout.cls_index.numel() == 0:
         return out.sum() * 0.0
     lp = torch.where(layout.class_mask, lp, torch.zeros_like(lp))
     per = -(lp.sum(dim=-1) / layout.n_cls.clamp_min(1))     # [B, T]
-    return per[:, cls].mean()
+    return per.index_select(1, layout.cls_index).mean()
