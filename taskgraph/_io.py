@@ -187,3 +187,26 @@ def json_safe(obj: Any) -> Any:
         return json_safe(obj.item())
     return obj
 
+
+
+def read_torch_file(path: str | os.PathLike[str], fmt: str) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` of a taskgraph file whose ``"format"`` entry is
+    ``fmt``; every failure (missing, truncated, foreign or unsafe file) becomes a
+    :class:`~taskgraph.exceptions.CheckpointError` naming the path."""
+    import torch
+
+    from taskgraph.exceptions import CheckpointError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"path: no such file {str(path)!r}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated / foreign / unsafe files
+        raise CheckpointError(
+            f"path: {str(path)!r} is not a readable taskgraph file (truncated, corrupt, or "
+            f"not written by taskgraph): {type(exc).__name__}: {str(exc)[:200]}"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        raise CheckpointError(f"path: {str(path)!r} is not a {fmt} file")
+    return state

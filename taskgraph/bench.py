@@ -192,7 +192,6 @@ def step_times(learners: dict[str, Any], train: Any, steps: int, batch_size: int
         learner.fit(train, epochs=0)              # build the model only
         learner.model_.train()
         opts[name] = make_adam(learner._param_groups(lr), lr)
-        learner._optimizer = opts[name]
     devices = {lr_.device_ for lr_ in learners.values()}
     if len(devices) != 1:
         raise ValidationError(f"learners: expected every learner on one device, got "

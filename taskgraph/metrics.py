@@ -6,7 +6,8 @@
   LibMTL convention).
 - :func:`structure`: a learned task graph against a planted one: SHD, directed and skeleton
   precision / recall / F1, and edge AUROC / AUPRC from the learned weights (gCastle conventions).
-- :func:`auroc`, :func:`auprc`: rank-based, tie-aware, vectorised (no scikit-learn needed).
+- :func:`auroc`, :func:`auprc`: scikit-learn's scores with missing labels dropped and ``NaN``
+  where a class is absent.
 - :func:`format_table`: aligned plain-text tables for the CLI.
 """
 
@@ -47,17 +48,6 @@ def _to_numpy(value: Any, name: str, dtype: type = np.float64) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- ranking scores
-def _average_ranks(score: np.ndarray) -> np.ndarray:
-    """1-based ranks of ``score`` with ties given their average rank."""
-    order = np.argsort(score, kind="mergesort")
-    sorted_scores = score[order]
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    avg = first + (counts + 1) / 2.0  # average of 1-based ranks first+1 .. first+count
-    ranks = np.empty(len(score))
-    ranks[order] = np.repeat(avg, counts)
-    return ranks
-
-
 def _binary_inputs(y_true: Any, score: Any) -> tuple[np.ndarray, np.ndarray]:
     y = _to_numpy(y_true, "y_true").ravel()
     s = _to_numpy(score, "score").ravel()
@@ -71,11 +61,8 @@ def _binary_inputs(y_true: Any, score: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def auroc(y_true: Any, score: Any) -> float:
-    r"""Area under the ROC curve by the Mann–Whitney rank statistic.
-
-    :math:`\mathrm{AUROC} = \frac{\sum_{i \in +} r_i - n_+(n_+ + 1)/2}{n_+ n_-}` with average
-    ranks :math:`r_i` for tied scores (a tied positive–negative pair counts 1/2). Rows whose label
-    or score is ``NaN`` are dropped.
+    r"""Area under the ROC curve (scikit-learn's ``roc_auc_score``: the Mann–Whitney statistic,
+    a tied positive–negative pair counts 1/2). Rows whose label or score is ``NaN`` are dropped.
 
     Args:
         y_true (array): ``[N]`` binary labels (0/1, ``NaN`` = missing).
@@ -84,39 +71,29 @@ def auroc(y_true: Any, score: Any) -> float:
     Returns:
         float: AUROC, or ``NaN`` when only one class is present.
     """
+    from sklearn.metrics import roc_auc_score
+
     y, s = _binary_inputs(y_true, score)
-    n_pos = int(y.sum())
-    n_neg = len(y) - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if y.all() or not y.any():
         return float("nan")
-    ranks = _average_ranks(s)
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return float(roc_auc_score(y, s))
 
 
 def auprc(y_true: Any, score: Any) -> float:
-    r"""Area under the precision–recall curve as average precision.
-
-    :math:`\mathrm{AP} = \sum_k (R_k - R_{k-1}) P_k` over the distinct score thresholds in
-    decreasing order (tied scores enter together, as scikit-learn's
-    ``average_precision_score``). Rows with a ``NaN`` label or score are dropped.
+    r"""Area under the precision–recall curve as average precision (scikit-learn's
+    ``average_precision_score``): :math:`\mathrm{AP} = \sum_k (R_k - R_{k-1}) P_k` over the
+    distinct score thresholds in decreasing order, tied scores entering together. Rows with a
+    ``NaN`` label or score are dropped.
 
     Returns:
         float: AP, or ``NaN`` when there is no positive.
     """
+    from sklearn.metrics import average_precision_score
+
     y, s = _binary_inputs(y_true, score)
-    n_pos = int(y.sum())
-    if n_pos == 0:
+    if not y.any():
         return float("nan")
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted, y_sorted = s[order], y[order]
-    tp = np.cumsum(y_sorted)
-    # last index of each block of tied scores
-    last = np.r_[np.flatnonzero(np.diff(s_sorted) != 0), len(s_sorted) - 1]
-    tp_at, n_at = tp[last], last + 1
-    precision = tp_at / n_at
-    recall = tp_at / n_pos
-    gain = np.diff(np.r_[0.0, recall])
-    return float((gain * precision).sum())
+    return float(average_precision_score(y, s))
 
 
 # ---------------------------------------------------------------------------- task metrics
@@ -317,16 +294,11 @@ def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
 
 
 def _is_dag(binary: np.ndarray) -> bool:
-    """Kahn's algorithm on a boolean ``[T, T]`` adjacency (``A[src, dst]``)."""
-    a = binary.copy()
-    remaining = np.ones(len(a), dtype=bool)
-    while remaining.any():
-        sources = remaining & ~a[remaining].any(axis=0)
-        if not sources.any():
-            return False
-        remaining &= ~sources
-        a[sources] = False
-    return True
+    """Whether a boolean ``[T, T]`` adjacency (``A[src, dst]``) is acyclic."""
+    import networkx as nx
+
+    return nx.is_directed_acyclic_graph(nx.from_numpy_array(binary.astype(int),
+                                                            create_using=nx.DiGraph))
 
 
 def structure(

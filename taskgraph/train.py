@@ -20,21 +20,62 @@ from __future__ import annotations
 import copy
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
 
 from taskgraph import distributed as tgd
+from taskgraph._io import read_torch_file
 from taskgraph.data import Batch, MultiTaskData
 from taskgraph.devices import rng_state, set_rng_state
 from taskgraph.exceptions import CheckpointError, ValidationError
 
-if TYPE_CHECKING:
-    from taskgraph.learners.base import BaseLearner
+__all__ = ["Trainer", "Trainable", "FitResult", "make_adam", "to_device"]
 
-__all__ = ["Trainer"]
+
+class Trainable(Protocol):
+    """What the :class:`Trainer` needs of a learner (every
+    :class:`~taskgraph.learners.BaseLearner` is one once its model is built). The trainer only
+    reads these and calls the hooks; it sets nothing on the learner."""
+
+    name: str
+    model_: torch.nn.Module
+    layout_: Any
+    tasks_set_: Any
+
+    @property
+    def device_(self) -> torch.device: ...
+
+    def _param_groups(self, lr: float) -> list[dict[str, Any]]: ...
+
+    def _loss(self, batch: Batch, epoch: int) -> tuple[torch.Tensor, dict[str, Any]]: ...
+
+    def _on_epoch_end(self, epoch: int, train: MultiTaskData,
+                      optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]: ...
+
+    def _selection_loss(self, val: MultiTaskData, sharded: bool = False) -> float: ...
+
+    def _val_loss(self, val: MultiTaskData, batch_size: int = 4096,
+                  sharded: bool = False) -> float: ...
+
+    def _train_state(self) -> dict[str, Any]: ...
+
+    def _load_train_state(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class FitResult:
+    """What :meth:`Trainer.fit` returns: the per-epoch ``history``, the selected ``best_epoch``
+    (``-1`` without validation data), its validation criterion ``best_loss`` and whether early
+    stopping ended the run."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_loss: float = float("inf")
+    stopped_early: bool = False
 
 _CKPT_FORMAT = "taskgraph.checkpoint"
 
@@ -116,44 +157,21 @@ class Trainer:
         return bool(self.verbose)
 
     @staticmethod
-    @torch.no_grad()
-    def val_loss(learner: BaseLearner, val: MultiTaskData, batch_size: int = 4096,
+    def val_loss(learner: Trainable, val: MultiTaskData, batch_size: int = 4096,
                  sharded: bool = False) -> float:
-        """Sum over tasks of the mean validation loss (the selection criterion).
+        """Sum over tasks of the mean validation loss (the plain selection criterion; the
+        learner computes it, see ``BaseLearner._val_loss``)."""
+        return learner._val_loss(val, batch_size=batch_size, sharded=sharded)
 
-        With ``sharded=True`` (multi-process training) each process scores a contiguous
-        share of ``val`` and the per-task sums and counts are all-reduced: every process gets
-        the same value. Every process must then call it.
-        """
-        learner.model_.eval()
-        per = torch.zeros(len(learner.tasks_set_), device=learner.device_)
-        count = torch.zeros_like(per)
-        lo, hi = 0, len(val)
-        if sharded:
-            lo, hi = tgd.shard_bounds(len(val), tgd.world_size())[tgd.rank()]
-        for i in range(lo, hi, batch_size):
-            j = min(i + batch_size, hi)
-            x = val.x[i:j].to(learner.device_)
-            y = val.y[i:j].to(learner.device_)
-            out = learner._forward(x)
-            per += learner.layout_.per_example_loss(out, y).sum(dim=0)
-            count += (~torch.isnan(y)).sum(dim=0)
-        if sharded:
-            both = tgd.all_reduce_sum(torch.cat([per, count.to(per.dtype)]))
-            per, count = both[:len(per)], both[len(per):]
-        return float((per / count.clamp_min(1)).sum())
-
-    def _save(self, learner: BaseLearner, state: dict[str, Any]) -> None:
+    def _save(self, learner: Trainable, state: dict[str, Any]) -> None:
         from taskgraph._io import atomic_write
 
         assert self.checkpoint is not None
         with atomic_write(self.checkpoint, "wb") as fh:
             torch.save(state, fh)
 
-    def _load(self, path: Path, learner: BaseLearner) -> dict[str, Any]:
-        from taskgraph.learners.base import read_state
-
-        state = read_state(path, fmt=_CKPT_FORMAT)
+    def _load(self, path: Path, learner: Trainable) -> dict[str, Any]:
+        state = read_torch_file(path, _CKPT_FORMAT)
         if state.get("learner") != learner.name:
             raise CheckpointError(
                 f"resume: checkpoint {str(path)!r} is for learner {state.get('learner')!r}, "
@@ -169,12 +187,13 @@ class Trainer:
     # ------------------------------------------------------------------ main loop
     def fit(
         self,
-        learner: BaseLearner,
+        learner: Trainable,
         train: MultiTaskData,
         val: MultiTaskData | None = None,
         resume: bool | str | Path | None = None,
-    ) -> list[dict[str, float]]:
-        """Train ``learner.model_`` (already built) and return the per-epoch history."""
+    ) -> FitResult:
+        """Train ``learner.model_`` (already built); returns the history and the selected
+        epoch. The best epoch's weights are loaded into the model at the end."""
         ddp = tgd.init(device=learner.device_)
         if ddp:
             _prepare_distributed(learner)
@@ -182,7 +201,6 @@ class Trainer:
         # fused: one update kernel instead of a Python loop over parameters (learners with
         # many small parameters gain most on CPU)
         opt = make_adam(learner._param_groups(self.lr), self.lr, self.weight_decay)
-        learner._optimizer = opt  # learners may reset parts of its state (e.g. after pruning)
         history: list[dict[str, float]] = []
         best_loss, best_epoch, best_state, bad = float("inf"), -1, None, 0
         start = 0
@@ -246,7 +264,7 @@ class Trainer:
                 sums = {k: sum(s.get(k, 0.0) for s, _ in parts) for k in parts[0][0]}
             row: dict[str, float] = {"epoch": float(epoch)}
             row.update({k: v / max(n_batches, 1) for k, v in sums.items()})
-            row.update(learner._on_epoch_end(epoch, train))
+            row.update(learner._on_epoch_end(epoch, train, optimizer=opt))
             row["time_s"] = time.perf_counter() - t0
             if val is not None:
                 vl = learner._selection_loss(val, sharded=ddp)
@@ -283,13 +301,13 @@ class Trainer:
         bar.close()
         if best_state is not None:
             model.load_state_dict(best_state)
-        learner.best_epoch_ = best_epoch
         model.eval()
-        return history
+        return FitResult(history=history, best_epoch=best_epoch, best_loss=best_loss,
+                         stopped_early=stopped)
 
     def _distributed_epoch(
         self,
-        learner: BaseLearner,
+        learner: Trainable,
         train: MultiTaskData,
         sampler: tgd.ShardedBatchSampler,
         opt: torch.optim.Optimizer,
@@ -331,7 +349,7 @@ def _accumulate(sums: dict[str, Any], logs: dict[str, Any]) -> None:
         sums[k] = sums[k] + v if k in sums else v
 
 
-def _prepare_distributed(learner: BaseLearner) -> None:
+def _prepare_distributed(learner: Trainable) -> None:
     """Put the model on this process's device (``cuda`` = ``cuda:LOCAL_RANK`` once
     :func:`taskgraph.distributed.init` has set it) and make every process start from rank 0's
     weights."""

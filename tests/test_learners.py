@@ -47,7 +47,7 @@ def test_conformance(name, mixed_data, tmp_path):
     assert params["seed"] == 0 and params["tasks"] is tasks
     assert not [a for a in vars(learner) if a.endswith("_") and not a.startswith("_")]
     assert learner.clone().get_params().keys() == params.keys()
-    assert name in repr(type(learner)).lower() or repr(learner)
+    assert repr(learner).startswith(type(learner).__name__ + "(")
     with pytest.raises(NotFittedError):
         learner.predict(test.x)
 
@@ -176,3 +176,33 @@ def test_unsavable_parameter_is_refused_before_writing(mixed_data, tmp_path):
     with pytest.raises(ValidationError, match="seed"):
         learner.save(tmp_path / "m.pt")
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_scikit_learn_clone_and_set_params(name, mixed_data):
+    """scikit-learn's own ``clone`` and a ``set_params`` round trip, with non-default values of
+    every kind: the constructor stores its arguments unchanged, ``get_params`` returns them."""
+    from sklearn.base import clone
+
+    data = _data_for(name, mixed_data)
+    kw = {**_kwargs(name), **_nondefault(name, data.tasks, data.n_features)}
+    learner = create(name, data.tasks, **kw)
+    params = learner.get_params()
+    assert learner.get_params(deep=True).keys() == params.keys()
+    for key, value in kw.items():
+        assert params[key] is value, key
+    twin = clone(learner)
+    assert type(twin) is type(learner) and twin is not learner
+    for key, value in params.items():
+        assert _same_param(value, twin.get_params()[key]), key
+    # set_params: every parameter of a default learner set to the non-default values
+    fresh = create(name, data.tasks)
+    assert fresh.set_params(**params) is fresh
+    for key, value in params.items():
+        assert fresh.get_params()[key] is value, key
+    with pytest.raises(ValidationError, match="no_such"):
+        fresh.set_params(no_such=1)
+    # a clone fits and predicts like the original
+    train, val = data.split([0.75, 0.25], seed=0)
+    a = learner.fit(train, epochs=1).predict(val.x)
+    b = clone(learner).fit(train, epochs=1).predict(val.x)
+    assert torch.equal(a, b)

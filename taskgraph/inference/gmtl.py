@@ -37,6 +37,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
+import networkx as nx
 import numpy as np
 import torch
 
@@ -120,22 +121,12 @@ def _outer_sum(factors: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def _components(n: int, edges: Sequence[tuple[int, int]]) -> list[list[int]]:
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for a, b in edges:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    groups: dict[int, list[int]] = {}
-    for i in range(n):
-        groups.setdefault(find(i), []).append(i)
-    return [sorted(g) for g in groups.values()]
+    """Connected components of the undirected graph on ``0..n-1``, each sorted, ordered by
+    their smallest node."""
+    g = nx.Graph()
+    g.add_nodes_from(range(n))
+    g.add_edges_from(edges)
+    return sorted(sorted(c) for c in nx.connected_components(g))
 
 
 @contextmanager
@@ -621,26 +612,13 @@ def _chow_liu(yl: torch.Tensor, obs: torch.Tensor, sizes: list[int], lam: float
     terms = torch.where(probs > 0, probs * ratio.clamp_min(1e-300).log(), torch.zeros_like(probs))
     mi = terms.sum(dim=(2, 3))
     iu = torch.triu_indices(m, m, 1)
-    weights = mi[iu[0], iu[1]]
-    order = torch.argsort(weights, descending=True, stable=True)
-    parent = list(range(m))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    edges = []
-    for e in order.tolist():
-        a, b = int(iu[0, e]), int(iu[1, e])
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[ra] = rb
-            edges.append((a, b))
-            if len(edges) == m - 1:
-                break
-    return sorted(edges)
+    weights = mi[iu[0], iu[1]].tolist()
+    g = nx.Graph()
+    g.add_nodes_from(range(m))
+    # pairs in index order: Kruskal's stable sort breaks ties between equal weights by it
+    g.add_weighted_edges_from(zip(iu[0].tolist(), iu[1].tolist(), weights))
+    tree = nx.maximum_spanning_tree(g, algorithm="kruskal")
+    return sorted((min(a, b), max(a, b)) for a, b in tree.edges())
 
 
 def _factor_table(

@@ -10,6 +10,10 @@ from taskgraph.learners.hard_sharing import HardSharing
 from taskgraph.learners.mmoe import MMoE
 from taskgraph.learners.mtcrl import MTCRL
 from taskgraph.learners.single_task import SingleTask
+from taskgraph.train import Trainer
+
+# the one place the learners meet the training loop: base.py only knows the hook contract
+BaseLearner.trainer_class = Trainer
 
 __all__ = [
     "BaseLearner",

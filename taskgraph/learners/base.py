@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from taskgraph._io import read_torch_file
 from taskgraph.data import MultiTaskData, as_features
 from taskgraph.devices import resolve_device
 from taskgraph.exceptions import CheckpointError, NotFittedError, ValidationError
@@ -182,6 +183,12 @@ class BaseLearner:
     """
 
     name: ClassVar[str] = ""
+    #: the training loop ``fit`` runs: a class built with the training settings (``epochs``,
+    #: ``batch_size``, ``lr``, ``weight_decay``, ``patience``, ``seed``, ``verbose``,
+    #: ``checkpoint``) whose ``fit(learner, train, val, resume=)`` returns a result with
+    #: ``history`` and ``best_epoch``. The learners package binds :class:`taskgraph.Trainer`;
+    #: the learner only calls its hooks' contract, it never imports the trainer.
+    trainer_class: ClassVar[Any] = None
 
     def __init__(
         self,
@@ -316,15 +323,44 @@ class BaseLearner:
         loss = losses.sum()
         return loss, {"task_loss": loss.detach()}
 
-    def _on_epoch_end(self, epoch: int, train: MultiTaskData) -> dict[str, float]:
+    def _on_epoch_end(self, epoch: int, train: MultiTaskData,
+                      optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
+        """Called by the trainer after every epoch with the optimizer it steps (a learner may
+        reset parts of its state, e.g. after pruning); returns values to log."""
         return {}
+
+    @torch.no_grad()
+    def _val_loss(self, val: MultiTaskData, batch_size: int = 4096,
+                  sharded: bool = False) -> float:
+        """Sum over tasks of the mean validation loss, in eval mode.
+
+        With ``sharded=True`` (multi-process training) each process scores a contiguous share
+        of ``val`` and the per-task sums and counts are all-reduced: every process gets the
+        same value, and every process must call it."""
+        from taskgraph import distributed as tgd
+
+        self.model_.eval()
+        device = self.device_
+        per = torch.zeros(len(self.tasks_set_), device=device)
+        count = torch.zeros_like(per)
+        lo, hi = 0, len(val)
+        if sharded:
+            lo, hi = tgd.shard_bounds(len(val), tgd.world_size())[tgd.rank()]
+        for i in range(lo, hi, batch_size):
+            j = min(i + batch_size, hi)
+            x = val.x[i:j].to(device)
+            y = val.y[i:j].to(device)
+            per += self.layout_.per_example_loss(self._forward(x), y).sum(dim=0)
+            count += (~torch.isnan(y)).sum(dim=0)
+        if sharded:
+            both = tgd.all_reduce_sum(torch.cat([per, count.to(per.dtype)]))
+            per, count = both[:len(per)], both[len(per):]
+        return float((per / count.clamp_min(1)).sum())
 
     def _selection_loss(self, val: MultiTaskData, sharded: bool = False) -> float:
         """Validation criterion for model selection and early stopping (lower is better): the
         sum over tasks of the mean validation loss. ``inf`` marks an epoch as ineligible."""
-        from taskgraph.train import Trainer
-
-        return Trainer.val_loss(self, val, sharded=sharded)
+        return self._val_loss(val, sharded=sharded)
 
     def _param_groups(self, lr: float) -> builtins.list[dict[str, Any]]:
         """Optimizer parameter groups (one group at ``lr`` by default)."""
@@ -363,8 +399,6 @@ class BaseLearner:
             resume (bool or path, optional): continue from a checkpoint (``True`` = the
                 ``checkpoint`` path); the result equals an uninterrupted run (same seed, CPU).
         """
-        from taskgraph.train import Trainer
-
         tasks = self.tasks_
         check_common_params(self)
         if not isinstance(train, MultiTaskData):
@@ -384,7 +418,10 @@ class BaseLearner:
         if not isinstance(n_epochs, int) or n_epochs < 0:
             raise ValidationError(f"epochs: expected a non-negative integer, got {n_epochs!r}")
         self._setup(train.feature_shape, train)
-        trainer = Trainer(
+        if self.trainer_class is None:
+            raise RuntimeError("no trainer bound: import taskgraph.learners (it binds "
+                               "taskgraph.Trainer to BaseLearner.trainer_class)")
+        trainer = self.trainer_class(
             epochs=n_epochs,
             batch_size=self.batch_size,
             lr=self.lr,
@@ -394,7 +431,9 @@ class BaseLearner:
             verbose=self.verbose,
             checkpoint=checkpoint,
         )
-        self.history_ = trainer.fit(self, train, val, resume=resume)
+        result = trainer.fit(self, train, val, resume=resume)
+        self.history_ = result.history
+        self.best_epoch_ = result.best_epoch
         self.task_graph_ = self._learned_graph()
         return self
 
@@ -539,23 +578,6 @@ class BaseLearner:
                             **overrides)
 
 
-def read_state(path: str | Path, fmt: str = _FORMAT) -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` with errors turned into CheckpointError."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"path: no such file {str(path)!r}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - truncated / foreign / unsafe files
-        raise CheckpointError(
-            f"path: {str(path)!r} is not a readable taskgraph file (truncated, corrupt, or "
-            f"not written by taskgraph): {type(exc).__name__}: {str(exc)[:200]}"
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != fmt:
-        raise CheckpointError(f"path: {str(path)!r} is not a {fmt} file")
-    return state
-
-
 def _is_plain(v: Any) -> bool:
     if v is None or isinstance(v, (bool, int, float, str, torch.Tensor)):
         return True
@@ -644,7 +666,7 @@ def load_learner(
     **overrides: Any,
 ) -> BaseLearner:
     """Load any saved learner (its class comes from the file's registry name)."""
-    state = read_state(path)
+    state = read_torch_file(path, _FORMAT)
     saved_tasks = TaskSet.from_list(state["tasks"])
     if tasks is not None and TaskSet.coerce(tasks) != saved_tasks:
         raise CheckpointError(

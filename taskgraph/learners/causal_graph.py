@@ -320,8 +320,9 @@ class CausalGraph(InvariantEnvironments, GCNet):
                 loss = torch.where(self._valid_share > 0, loss / lam, loss)
         return loss, logs
 
-    def _on_epoch_end(self, epoch: int, train: MultiTaskData) -> dict[str, float]:
-        row = super()._on_epoch_end(epoch, train)
+    def _on_epoch_end(self, epoch: int, train: MultiTaskData,
+                      optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
+        row = super()._on_epoch_end(epoch, train, optimizer)
         if self.sem and self.mp_graph == "learned" and self.message_passing and (
                 self.model_.sem.frozen):
             self._restrict_messages()

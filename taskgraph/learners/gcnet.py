@@ -408,12 +408,10 @@ class GCNet(BaseLearner):
             return self.inference_mode
         if val is None or not self.sem or not self.model_.sem.frozen:
             return "heads"
-        from taskgraph.train import Trainer
-
         losses = {}
         for mode in ("heads", "sem"):
             self.inference_ = mode
-            losses[mode] = Trainer.val_loss(self, val)
+            losses[mode] = self._val_loss(val)
         return min(losses, key=losses.get)
 
     def _loss(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
@@ -594,7 +592,8 @@ class GCNet(BaseLearner):
         nll = sem.neg_log_likelihood(self._sem_unary(x, h), y, None, do)
         return task + self.lambda_sem * float(nll)
 
-    def _on_epoch_end(self, epoch: int, train: MultiTaskData) -> dict[str, float]:
+    def _on_epoch_end(self, epoch: int, train: MultiTaskData,
+                      optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
         # batches left over at the end of an epoch (fewer than structure_every) are not used by
         # the structure objective: epochs stay independent, so resuming needs no buffer
         self._buffer = []
@@ -612,10 +611,9 @@ class GCNet(BaseLearner):
                 sem.freeze_support(self._frozen_order(train))
                 # forget Adam's moments of the constrained phase (huge penalty gradients would
                 # otherwise freeze the refit for ~1/(1-beta2) steps)
-                opt = getattr(self, "_optimizer", None)
-                if opt is not None:
+                if optimizer is not None:
                     for p in [*sem.parameters(), *self.model_.sem_heads.parameters()]:
-                        opt.state.pop(p, None)
+                        optimizer.state.pop(p, None)
         self._refresh_order()
         return {**row, "h_end": hval, "rho": self._al.rho, "alpha": self._al.alpha,
                 "frozen": float(sem.frozen),

@@ -607,7 +607,8 @@ class MTCRL(InvariantEnvironments, BaseLearner):
                 stacklevel=2)
 
     @torch.no_grad()
-    def _on_epoch_end(self, epoch: int, train: MultiTaskData) -> dict[str, float]:
+    def _on_epoch_end(self, epoch: int, train: MultiTaskData,
+                      optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
         self._warn_if_penalty_idle(epoch)
         g = self.model_.router.routing()
         t, k = g.shape

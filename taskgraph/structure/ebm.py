@@ -35,10 +35,10 @@ energy, conditional or mean-field step; nothing is :math:`T \times T`.
 
 from __future__ import annotations
 
-import itertools
 import math
 import numbers
 
+import networkx as nx
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -694,13 +694,10 @@ def _inverse_cdf(p: Tensor, u: Tensor) -> Tensor:
 
 
 def _greedy_coloring(n: int, edges: list[list[int]]) -> list[int]:
-    """Welsh-Powell greedy colouring of the undirected graph on ``n`` nodes."""
-    adj: list[set[int]] = [set() for _ in range(n)]
-    for i, j in zip(*edges):
-        adj[i].add(j)
-        adj[j].add(i)
-    color = [-1] * n
-    for v in sorted(range(n), key=lambda v: (-len(adj[v]), v)):
-        used = {color[u] for u in adj[v]}
-        color[v] = next(c for c in itertools.count() if c not in used)
-    return color
+    """Welsh-Powell greedy colouring of the undirected graph on ``n`` nodes (largest degree
+    first, ties by index; each node takes the smallest colour its neighbours do not use)."""
+    g = nx.Graph()
+    g.add_nodes_from(range(n))
+    g.add_edges_from(zip(*edges))
+    color = nx.greedy_color(g, strategy="largest_first")
+    return [color[v] for v in range(n)]
