@@ -4,6 +4,7 @@ intervention masks, validated once at this boundary.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -18,13 +19,20 @@ __all__ = ["MultiTaskData", "Batch", "as_features"]
 
 
 class Batch(NamedTuple):
-    """One mini-batch. ``env`` and ``do`` are ``None`` when the data set has none."""
+    """One mini-batch. ``env`` and ``do`` are ``None`` when the data set has none; ``index``
+    holds the rows' positions in the data set it came from, and ``source`` that data set's
+    :attr:`MultiTaskData.uid` (``-1``: unknown), so per-row tables built from one data set are
+    never looked up with another's positions."""
 
     x: torch.Tensor
     y: torch.Tensor
     env: torch.Tensor | None
     do: torch.Tensor | None
     index: torch.Tensor
+    source: int = -1
+
+
+_UIDS = itertools.count()
 
 
 def _to_tensor(value: Any, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -194,7 +202,17 @@ class MultiTaskData(Dataset):
             None if self.env is None else self.env[idx],
             None if self.do is None else self.do[idx],
             idx,
+            self.uid,
         )
+
+    @property
+    def uid(self) -> int:
+        """An identifier of this data set object, unique in the process (copies, subsets and
+        device moves are new data sets with new identifiers)."""
+        uid = self.__dict__.get("_uid")
+        if uid is None:
+            uid = self.__dict__["_uid"] = next(_UIDS)
+        return uid
 
     def __repr__(self) -> str:
         extra = ""

@@ -235,3 +235,44 @@ def test_property_matches_reference_on_random_graphs(case):
     perm = torch.randperm(t, generator=g)
     inv = torch.argsort(perm)
     torch.testing.assert_close(mp(s[..., perm, :], inv[ei], w), out[..., perm, :])
+
+
+# ---------------------------------------------------------------- PyG paths
+
+
+def test_message_runs_on_the_reference_path_and_equals_the_rule():
+    """A plain edge_index goes through message() and PyG's aggregation; an EdgeIndex through
+    the fused message_and_aggregate; both equal the documented rule edge by edge."""
+    mp = make_mp(4, 3)
+    s = torch.randn(2, 6, 4, dtype=torch.float64)
+    edge_index, w = random_graph(6, 14, seed=3)
+    calls = {"message": 0, "fused": 0}
+    msg, fused = mp.message, mp.message_and_aggregate
+
+    def count(name, fn):
+        def wrapped(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+        return wrapped
+
+    mp.message = count("message", msg)
+    mp.message_and_aggregate = count("fused", fused)
+    ref = loop_reference(mp, s, edge_index, w)
+    plain = mp.lin_self(s) + mp.messages(s, edge_index, w, fused=False)
+    assert calls == {"message": 1, "fused": 0}
+    torch.testing.assert_close(plain, ref)
+    torch.testing.assert_close(mp(s, edge_index, w), ref)
+    assert calls == {"message": 1, "fused": 1}
+
+
+def test_residual_update_with_activation_and_separate_source():
+    torch.manual_seed(0)
+    mp = TaskMessagePassing(4, 4, residual=True, act=torch.relu).double()
+    s = torch.randn(3, 5, 4, dtype=torch.float64)
+    src = torch.randn(3, 5, 4, dtype=torch.float64)
+    edge_index, w = random_graph(5, 9, seed=1)
+    want = s + torch.relu(mp.lin_self(s) + loop_reference(mp, src, edge_index, w)
+                          - mp.lin_self(src))
+    torch.testing.assert_close(mp(s, edge_index, w, source=src), want)
+    with pytest.raises(ValueError, match="residual"):
+        TaskMessagePassing(4, 3, residual=True)

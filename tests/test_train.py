@@ -107,3 +107,41 @@ def test_make_adam_falls_back_when_fused_is_unsupported(monkeypatch):
     group = {"params": [torch.nn.Parameter(torch.zeros(2))]}
     opt = make_adam([group], lr=1e-3)
     assert opt.defaults["foreach"] is True and not opt.param_groups[0]["fused"]
+
+
+def test_validation_fraction_holds_out_rows_when_no_val_is_given(mixed_data):
+    """fit(train) without val: the structure learners select on an internal split (as
+    scikit-learn's validation_fraction), equal to passing that split as val; None keeps the
+    last epoch on all rows; bad values are refused."""
+    kw = dict(epochs=3, batch_size=64, hidden=16, seed=0, verbose=False)
+    internal = create("gcnet", mixed_data.tasks, **kw)
+    assert internal.validation_fraction == 0.1
+    internal.fit(mixed_data)
+    assert all("val_loss" in row for row in internal.history_)
+    fit_part, val_part = mixed_data.split([0.9, 0.1], seed=0, stratify_env=True)
+    explicit = create("gcnet", mixed_data.tasks, **kw).fit(fit_part, val=val_part)
+    assert torch.equal(internal.predict(mixed_data.x), explicit.predict(mixed_data.x))
+    plain = create("gcnet", mixed_data.tasks, validation_fraction=None, **kw).fit(mixed_data)
+    assert plain.best_epoch_ == -1 and "val_loss" not in plain.history_[-1]
+    assert create("hard_sharing", mixed_data.tasks).validation_fraction is None
+    for bad in (0.0, 1.0, -0.1, True, "0.1"):
+        with pytest.raises(ValidationError, match="validation_fraction"):
+            create("hard_sharing", mixed_data.tasks, validation_fraction=bad, **kw).fit(
+                mixed_data)
+
+
+def test_environment_tables_are_used_only_for_batches_of_the_training_data(mixed_data):
+    """mtcrl looks environments up by row position in tables built from the training data; a
+    batch of another data set (same positions, other rows) is recomputed, not looked up."""
+    learner = create("mtcrl", mixed_data.tasks, epochs=0, verbose=False, warmup_steps=0)
+    part = mixed_data.subset(torch.arange(0, 120))
+    learner.fit(part)
+    other = mixed_data.subset(torch.arange(120, 240))
+    same_rows = part[torch.arange(0, 32)]
+    other_rows = other[torch.arange(0, 32)]
+    assert same_rows.source == part.uid != other_rows.source
+    env_a, w_a = learner._batch_envs(other_rows)
+    env_b, w_b = learner._batch_envs(other_rows._replace(source=-1))   # no table lookup
+    assert torch.equal(env_a, env_b) and torch.equal(w_a, w_b)
+    env_c, _ = learner._batch_envs(same_rows._replace(source=-1))
+    assert torch.equal(learner._batch_envs(same_rows)[0], env_c)

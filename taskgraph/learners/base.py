@@ -152,6 +152,11 @@ def check_common_params(learner: BaseLearner) -> None:
         raise ValidationError(f"seed: expected an integer, got {learner.seed!r}")
     if learner.verbose is not None and not isinstance(learner.verbose, (bool, np.bool_)):
         raise ValidationError(f"verbose: expected True, False or None, got {learner.verbose!r}")
+    frac = learner.validation_fraction
+    if frac is not None and (isinstance(frac, (bool, np.bool_)) or not isinstance(
+            frac, numbers.Real) or not 0.0 < float(frac) < 1.0):
+        raise ValidationError(
+            f"validation_fraction: expected a number in (0, 1) or None, got {frac!r}")
     resolve_device(learner.device)
 
 
@@ -171,6 +176,11 @@ class BaseLearner:
         weight_decay (float): Adam weight decay. (default: 0.0)
         patience (int, optional): early-stopping patience in epochs on the validation loss.
         seed (int): seed of initialisation, shuffling and dropout. (default: 0)
+        validation_fraction (float, optional): when ``fit`` gets no ``val``, hold out this
+            share of ``train`` (seeded by ``seed``, stratified by environment) as validation
+            data for model selection, early stopping and the learner's own choices, as
+            scikit-learn's ``validation_fraction``; ``None`` trains on all of ``train`` and keeps
+            the last epoch. (default: ``None``; the structure learners set their own)
         device (str): torch device, or ``"auto"`` (CUDA when available, else CPU). The model
             and its structure state live there; data may be given on the CPU or on that device,
             and predictions are returned on the CPU. (default: ``"cpu"``)
@@ -202,6 +212,7 @@ class BaseLearner:
         weight_decay: float = 0.0,
         patience: int | None = None,
         seed: int = 0,
+        validation_fraction: float | None = None,
         device: str = "cpu",
         verbose: bool | None = None,
     ) -> None:
@@ -214,6 +225,7 @@ class BaseLearner:
         self.weight_decay = weight_decay
         self.patience = patience
         self.seed = seed
+        self.validation_fraction = validation_fraction
         self.device = device
         self.verbose = verbose
 
@@ -417,6 +429,8 @@ class BaseLearner:
         n_epochs = self.epochs if epochs is None else epochs
         if not isinstance(n_epochs, int) or n_epochs < 0:
             raise ValidationError(f"epochs: expected a non-negative integer, got {n_epochs!r}")
+        if n_epochs > 0:    # with no epoch to select among, nothing is held out
+            train, val = self._validation_split(train, val)
         self._setup(train.feature_shape, train)
         if self.trainer_class is None:
             raise RuntimeError("no trainer bound: import taskgraph.learners (it binds "
@@ -434,8 +448,31 @@ class BaseLearner:
         result = trainer.fit(self, train, val, resume=resume)
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
-        self.task_graph_ = self._learned_graph()
+        self._after_fit(train, val)
         return self
+
+    def _validation_split(self, train: MultiTaskData, val: MultiTaskData | None
+                          ) -> tuple[MultiTaskData, MultiTaskData | None]:
+        """``(train, val)`` to train with: as given, or ``train`` split by
+        ``validation_fraction`` when no ``val`` was given."""
+        frac = self.validation_fraction
+        if val is not None or frac is None:
+            return train, val
+        n_val = round(float(frac) * len(train))
+        if n_val < 1 or n_val >= len(train):
+            warnings.warn(f"validation_fraction: {frac:g} of {len(train)} training rows leaves "
+                          f"no validation or no training rows; training on all rows without "
+                          f"model selection", stacklevel=3)
+            return train, None
+        fit_part, val_part = train.split([1.0 - float(frac), float(frac)], seed=int(self.seed),
+                                         stratify_env=train.env is not None)
+        return fit_part, val_part
+
+    def _after_fit(self, train: MultiTaskData, val: MultiTaskData | None) -> None:
+        """Called at the end of ``fit`` with the data it trained and selected on (``val`` is
+        the internal split when ``validation_fraction`` made one): sets ``task_graph_``;
+        learners add their post-training choices."""
+        self.task_graph_ = self._learned_graph()
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):

@@ -238,6 +238,7 @@ class CausalGraph(InvariantEnvironments, GCNet):
 
     def _build(self, feature_shape: tuple[int, ...], train: MultiTaskData | None) -> nn.Module:
         self._check_params()
+        self.__dict__.pop("inference_", None)
         t = len(self.tasks_set_)
         feat_edges, sem_edges, init = self._edge_sets(train, t)
         enc = self._make_modular(feature_shape)
@@ -340,11 +341,9 @@ class CausalGraph(InvariantEnvironments, GCNet):
         net.edge_mask.copy_(learned[src, dst].to(net.edge_mask))
 
     # ------------------------------------------------------------------ GMTL
-    def fit(self, train: MultiTaskData, val: MultiTaskData | None = None,
-            epochs: int | None = None, **kwargs: Any) -> CausalGraph:
-        super().fit(train, val=val, epochs=epochs, **kwargs)
+    def _after_fit(self, train: MultiTaskData, val: MultiTaskData | None) -> None:
+        super()._after_fit(train, val)
         self._fit_gmtl(train, val)
-        return self
 
     def _gmtl_pairs(self, train: MultiTaskData) -> builtins.list[tuple[int, int]]:
         from taskgraph.structure.invariance import heterogeneous_pairs

@@ -77,7 +77,9 @@ class _GCNetNet(nn.Module):
             self.node_bias = nn.Parameter(torch.zeros(t, node_dim))
         else:                # task node states: the gated read-out of the encoder's modules
             node_dim = int(router.out_dim)
-        self.mp = TaskMessagePassing(node_dim, node_dim) if message_passing else None
+        # s1 = s0 + ReLU(W_self s0 + sum_i w_ij W_msg s_i): the layer's residual update
+        self.mp = (TaskMessagePassing(node_dim, node_dim, residual=True, act=torch.relu)
+                   if message_passing else None)
         self.heads = TaskHeads(tasks, node_dim)
         self.prior = StructurePriorGenerator(t, feat_dim=node_dim) if prior else None
         self.register_buffer("node_mean", torch.zeros(t, node_dim))
@@ -132,7 +134,7 @@ class _GCNetNet(nn.Module):
         w = self.edge_weights()
         if self.mp is None:
             return h, s0, w, s0
-        s1 = s0 + torch.relu(self.mp.lin_self(s0) + self.mp.messages(src, self.edge_index, w))
+        s1 = self.mp(s0, self.edge_index, w, source=src)
         return h, s0, w, s1
 
     def _read(self, z: torch.Tensor, gates: torch.Tensor | None) -> torch.Tensor:
@@ -212,9 +214,10 @@ class GCNet(BaseLearner):
         ebm: bool = True,
         structure_every: int = 1,
         lr: float = 3e-3,
+        validation_fraction: float | None = 0.1,
         **kwargs: Any,
     ) -> None:
-        super().__init__(tasks, lr=lr, **kwargs)
+        super().__init__(tasks, lr=lr, validation_fraction=validation_fraction, **kwargs)
         self.candidates = candidates
         self.graph = graph
         self.k_candidates = k_candidates
@@ -306,6 +309,7 @@ class GCNet(BaseLearner):
 
     def _build(self, feature_shape: tuple[int, ...], train: MultiTaskData | None) -> nn.Module:
         self._check_params()
+        self.__dict__.pop("inference_", None)
         t = len(self.tasks_set_)
         feat_edges, sem_edges, init = self._edge_sets(train, t)
         enc = self._make_encoder(feature_shape)
@@ -654,12 +658,9 @@ class GCNet(BaseLearner):
         gens, mask = sem.dag_order(0.0 if sem.frozen else self.threshold)
         self._generations, self._edge_mask = gens, mask.float()
 
-    def fit(self, train: MultiTaskData, val: MultiTaskData | None = None,
-            epochs: int | None = None, **kwargs: Any) -> GCNet:
-        self.__dict__.pop("inference_", None)
-        super().fit(train, val=val, epochs=epochs, **kwargs)
+    def _after_fit(self, train: MultiTaskData, val: MultiTaskData | None) -> None:
+        super()._after_fit(train, val)
         self.inference_ = self._choose_inference(val)
-        return self
 
     def _train_state(self) -> dict[str, Any]:
         state = {"al": self._al.state_dict(), "gen": generator_state(self._gen)}

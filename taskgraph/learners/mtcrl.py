@@ -158,6 +158,7 @@ class InvariantEnvironments:
         envs["table"] = class_balance_table(codes, train.y, n_classes, envs["n_envs"],
                                             rebalance=rebalance)
         envs["rows"] = balance_weights(envs["table"], codes, train.y)
+        envs["source"] = train.uid       # the row tables hold for batches of this data only
         if int((envs["table"].sum(-1) > 0).sum(-1).max()) < 2:
             warn_single_environment(
                 f"no task has data in two environments (environments={mode!r})")
@@ -186,12 +187,13 @@ class InvariantEnvironments:
     def _batch_envs(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """``(env [B, T], weight [B, T])`` of a batch: looked up by ``batch.index`` (rows of the
         training data passed to ``fit``, as the Trainer yields them) in tables computed once in
-        ``fit``, so a step costs one gather; recomputed from the batch without an index."""
+        ``fit``, so a step costs one gather; recomputed from the batch when it comes from any
+        other data set (``batch.source``)."""
         envs = self._envs
         assert envs is not None
         idx = getattr(batch, "index", None)
         rows_env, rows_w = envs["rows"]
-        if idx is not None and idx.numel() == batch.y.shape[0]:
+        if idx is not None and getattr(batch, "source", -1) == envs.get("source"):
             idx = idx.to(rows_env.device)
             dev = batch.y.device
             return rows_env[idx].to(dev), rows_w[idx].to(dev)
