@@ -218,7 +218,7 @@ def test_messages_follow_the_learned_graph_once_frozen(bench):
     learner = create("causal_graph", bench.tasks, **{**FAST, "epochs": 5, "al_warmup": 1})
     learner.fit(bench.train)
     net = learner.model_
-    assert net.sem.frozen, "the structure should freeze within 5 epochs on this data"
+    assert net.structure.frozen, "the structure should freeze within 5 epochs on this data"
     learned = torch.as_tensor(learner._learned_graph().adjacency != 0)
     src, dst = net.edge_index
     torch.testing.assert_close(net.edge_mask, learned[src, dst].float())

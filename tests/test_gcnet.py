@@ -178,7 +178,8 @@ def test_structure_every_runs_the_network_once_and_fits_the_sem_on_every_row(nam
     net = learner.model_
     net.train()
     calls = {"states": 0, "sem_rows": [], "ice": 0}
-    states, nll, ice = net.states, net.sem.neg_log_likelihood, learner._ice
+    st = net.structure
+    states, nll, ice = net.states, st.sem.neg_log_likelihood, st.ice
 
     def count_states(*a, **k):
         calls["states"] += 1
@@ -193,7 +194,7 @@ def test_structure_every_runs_the_network_once_and_fits_the_sem_on_every_row(nam
         calls["ice"] += 1
         return ice(*a, **k)
 
-    net.states, net.sem.neg_log_likelihood, learner._ice = count_states, count_nll, count_ice
+    net.states, st.sem.neg_log_likelihood, st.ice = count_states, count_nll, count_ice
     batches = list(small.train.loader(40, shuffle=False))[:6]
     b0 = batches[0]
     y = b0.y.clone()

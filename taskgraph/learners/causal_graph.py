@@ -250,11 +250,9 @@ class CausalGraph(InvariantEnvironments, GCNet):
             with torch.no_grad():
                 router.logits.fill_(40.0)       # sigmoid(40) == 1 in float32
         sem_in = int(np.prod(feature_shape)) if self.sem_unary == "linear" else int(enc.out_dim)
-        net = _GCNetNet(enc, self.tasks_set_, self.layout_, feat_edges, sem_edges,
-                        int(router.out_dim), bool(self.prior), bool(self.sem), self._ebm_on,
-                        init, int(self.seed), sem_in=sem_in, router=router,
-                        message_passing=bool(self.message_passing))
-        self._init_structure_state(net, t)
+        net = _GCNetNet(enc, self.tasks_set_, feat_edges, int(router.out_dim), bool(self.prior),
+                        self._structure_factory(train, sem_edges, feat_edges, init, sem_in),
+                        router=router, message_passing=bool(self.message_passing))
         self._step = 0
         self._envs = None
         if train is not None and self.routing:
@@ -264,13 +262,6 @@ class CausalGraph(InvariantEnvironments, GCNet):
         self._gmtl_state: dict[str, Any] | None = None
         self.__dict__.pop("gmtl_", None)
         return net
-
-    def _make_ebm(self, net: _GCNetNet) -> None:
-        if self._ebm_on:
-            from taskgraph.structure.ebm import CausalEBM
-
-            self._ebm = CausalEBM(net.sem.edge_index.cpu(), len(self.tasks_set_),
-                                  self._n_states).to(self.device_)
 
     # ------------------------------------------------------------------ objective
     def _loss(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -325,7 +316,7 @@ class CausalGraph(InvariantEnvironments, GCNet):
                       optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
         row = super()._on_epoch_end(epoch, train, optimizer)
         if self.sem and self.mp_graph == "learned" and self.message_passing and (
-                self.model_.sem.frozen):
+                self._structure.frozen):
             self._restrict_messages()
         g = self.model_.router.routing()
         row["gate_mean"] = float(g.mean())
@@ -427,10 +418,8 @@ class CausalGraph(InvariantEnvironments, GCNet):
         if not state:
             return
         self._step = int(state.get("step", 0))
-        if self.sem and "al" in state:
+        if self.sem:
             super()._load_train_state(state)
-        elif self._ebm_on:
-            self._make_ebm(self.model_)
         self._gmtl_state = state.get("gmtl")
         self._make_gmtl()
 

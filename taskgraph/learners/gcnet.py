@@ -27,28 +27,21 @@ the weakest edge of any remaining cycle; ``raw`` keeps every signed weight.
 from __future__ import annotations
 
 import builtins
+from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
-import networkx as nx
 import numpy as np
 import torch
 from torch import nn
 
 from taskgraph.data import MultiTaskData
-from taskgraph.devices import generator_state, make_generator, set_generator_state
 from taskgraph.exceptions import ValidationError
 from taskgraph.graph import TaskGraph
 from taskgraph.learners.base import BaseLearner, register
 from taskgraph.nn.heads import TaskHeads
 from taskgraph.nn.message_passing import TaskMessagePassing
-from taskgraph.structure.acyclicity import AugmentedLagrangian, acyclicity, acyclicity_sparse
-from taskgraph.structure.ice import (
-    OutputSEM,
-    categorical,
-    ice_loss,
-    orient_by_likelihood,
-    random_interventions,
-)
+from taskgraph.structure.causal import CausalStructure, StructureConfig
 from taskgraph.structure.prior import (
     StructurePriorGenerator,
     candidate_edges,
@@ -60,9 +53,9 @@ __all__ = ["GCNet", "SGNN", "SGNNEBM"]
 
 
 class _GCNetNet(nn.Module):
-    def __init__(self, encoder: nn.Module, tasks: TaskSet, layout: Any, edge_index: torch.Tensor,
-                 sem_edges: torch.Tensor, node_dim: int, prior: bool, sem: bool, ebm: bool,
-                 sem_init: torch.Tensor | None, seed: int, sem_in: int,
+    def __init__(self, encoder: nn.Module, tasks: TaskSet, edge_index: torch.Tensor,
+                 node_dim: int, prior: bool,
+                 structure: Callable[[int, int], nn.Module] | None = None,
                  router: nn.Module | None = None, message_passing: bool = True) -> None:
         super().__init__()
         t, d = len(tasks), int(encoder.out_dim)
@@ -83,19 +76,12 @@ class _GCNetNet(nn.Module):
         self.heads = TaskHeads(tasks, node_dim)
         self.prior = StructurePriorGenerator(t, feat_dim=node_dim) if prior else None
         self.register_buffer("node_mean", torch.zeros(t, node_dim))
-        self.sem_in = int(sem_in)
-        self.sem_heads = TaskHeads(tasks, self.sem_in) if sem else None
-        self.sem = OutputSEM(layout, sem_edges, init=sem_init, seed=seed) if sem else None
-        if ebm:
-            from taskgraph.structure.ebm import PairwisePotential
-
-            self.ebm_heads = TaskHeads(tasks, node_dim)
-            self.pair = PairwisePotential(node_dim, layout.n_classes)
-            self.log_norm = nn.Linear(d, 1)
-        else:
-            self.ebm_heads = None
+        # the output-level causal structure (built here, after the feature-level parts, so
+        # parameters are initialised in one fixed order)
+        self.structure = None if structure is None else structure(node_dim, d)
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        CausalStructure.upgrade_keys(state_dict, prefix)
         # the feature-level edge set may depend on the training data (heuristic candidates):
         # take its size from the file
         for name in ("edge_index", "edge_mask"):
@@ -314,48 +300,35 @@ class GCNet(BaseLearner):
         feat_edges, sem_edges, init = self._edge_sets(train, t)
         enc = self._make_encoder(feature_shape)
         sem_in = int(np.prod(feature_shape)) if self.sem_unary == "linear" else int(enc.out_dim)
-        net = _GCNetNet(enc, self.tasks_set_, self.layout_, feat_edges, sem_edges,
-                        int(self.node_dim), bool(self.prior), bool(self.sem), bool(self.ebm),
-                        init, int(self.seed), sem_in=sem_in)
-        self._init_structure_state(net, t)
-        return net
+        return _GCNetNet(enc, self.tasks_set_, feat_edges, int(self.node_dim), bool(self.prior),
+                         self._structure_factory(train, sem_edges, feat_edges, init, sem_in))
 
-    def _init_structure_state(self, net: _GCNetNet, t: int) -> None:
-        """Training state of the structure objective (not part of the module)."""
-        self._buffer: builtins.list[Any] = []
-        self._slog: dict[str, Any] = {}
-        self._al = AugmentedLagrangian(rho=self.rho, rho_max=self.rho_max,
-                                       rho_mult=self.rho_mult)
-        self._gen = make_generator(self.device_, int(self.seed) + 17)
-        self._n_states = torch.tensor([tk.n_classes if tk.is_classification else 1
-                                       for tk in self.tasks_set_])
-        self._generations = [torch.arange(t)]
-        n_sem = net.sem.edge_index.shape[1] if net.sem is not None else 0
-        self._edge_mask = torch.zeros(n_sem, device=self.device_)
-        self._make_ebm(net)
+    def _config(self) -> StructureConfig:
+        return StructureConfig(**{f.name: getattr(self, f.name)
+                                  for f in fields(StructureConfig)})
 
-    def _make_ebm(self, net: _GCNetNet) -> None:
-        if self.ebm:
-            from taskgraph.structure.ebm import CausalEBM
+    def _structure_factory(self, train: MultiTaskData | None, sem_edges: torch.Tensor,
+                           feat_edges: torch.Tensor, init: torch.Tensor | None, sem_in: int
+                           ) -> Callable[[int, int], nn.Module] | None:
+        """Builds the :class:`CausalStructure` inside the network (``None`` when neither the
+        SEM nor the EBM is on)."""
+        self._trivial_log: builtins.list[torch.Tensor] = []     # the epoch's trivial-view losses
+        sem, ebm = bool(self.sem), bool(self.ebm)
+        if not (sem or ebm):
+            return None
+        tasks, layout, config = self.tasks_set_, self.layout_, self._config()
+        device = self.device_
 
-            edges = net.sem.edge_index if self.sem else net.edge_index
-            self._ebm = CausalEBM(edges.cpu(), len(self.tasks_set_), self._n_states).to(
-                self.device_)
+        def build(node_dim: int, feat_dim: int) -> CausalStructure:
+            return CausalStructure(tasks, layout, sem_edges, feat_edges, node_dim=node_dim,
+                                   feat_dim=feat_dim, sem_in=sem_in, sem=sem, ebm=ebm,
+                                   sem_init=init, config=config, device=device)
 
-    # ------------------------------------------------------------------ pieces
-    def _dense_a(self) -> torch.Tensor:
-        sem = self.model_.sem
-        t = len(self.tasks_set_)
-        a = sem.weight.new_zeros(t, t)
-        return a.index_put((sem.edge_index[0], sem.edge_index[1]), sem.effective_weight())
+        return build
 
-    def _h(self) -> torch.Tensor:
-        sem = self.model_.sem
-        t = len(self.tasks_set_)
-        if self.acyclicity == "sparse" or t > self.dense_limit:
-            gen = torch.Generator(device=sem.weight.device).manual_seed(0)
-            return acyclicity_sparse(sem.edge_index, sem.effective_weight(), t, generator=gen)
-        return acyclicity(self._dense_a(), kind=self.acyclicity)
+    @property
+    def _structure(self) -> CausalStructure:
+        return self.model_.structure
 
     def _sem_input(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """Input of the SEM's unary heads: the raw features (``sem_unary="linear"``) or the
@@ -365,20 +338,7 @@ class GCNet(BaseLearner):
     def _sem_unary(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """The SEM's parent-free outputs ``u(x)``: linear in the raw features (default: the
         logistic SEM given ``x`` whose directions are identifiable), or on the encoder output."""
-        return self.model_.sem_heads(self._sem_input(x, h))
-
-    def _ebm_potentials(self, h: torch.Tensor, s1: torch.Tensor
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
-        net = self.model_
-        phi = self.layout_.log_proba(net.ebm_heads(s1))
-        if self.sem:
-            w = net.sem.weight.abs()
-            edges = net.sem.edge_index
-        else:
-            edges = net.edge_index
-            w = s1.new_ones(edges.shape[1])
-        psi = net.pair(s1, edges, w)
-        return phi, psi
+        return self._structure.sem_heads(self._sem_input(x, h))
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         net = self.model_
@@ -389,16 +349,8 @@ class GCNet(BaseLearner):
         h, _, _, s1 = net.states(x)
         out = net.heads(s1)
         lay = self.layout_
-        if mode == "sem":
-            gen = torch.Generator(device=x.device).manual_seed(int(self.seed))
-            marg = net.sem.marginals(self._sem_unary(x, h), self._generations, generator=gen)
-        else:
-            phi, psi = self._ebm_potentials(h, s1)
-            if mode == "mean_field":
-                marg = self._ebm.mean_field(phi, psi)
-            else:
-                gen = torch.Generator(device=x.device).manual_seed(int(self.seed))
-                marg = self._ebm.gibbs(phi, psi, n_sweeps=50, burn_in=10, generator=gen)
+        u = self._sem_unary(x, h) if mode == "sem" else None
+        marg = self._structure.marginals(mode, u, s1, int(self.seed))
         lp = marg.clamp_min(1e-12).log()
         binary = (lp[..., 1] - lp[..., 0])[..., None].expand_as(lp)
         cls_out = torch.where(lay.is_binary[:, None], binary, lp)[..., : out.shape[-1]]
@@ -410,7 +362,7 @@ class GCNet(BaseLearner):
         heads and, when present, the SEM marginals (``"heads"`` without validation data)."""
         if self.inference_mode != "auto":
             return self.inference_mode
-        if val is None or not self.sem or not self.model_.sem.frozen:
+        if val is None or not self.sem or not self._structure.frozen:
             return "heads"
         losses = {}
         for mode in ("heads", "sem"):
@@ -418,9 +370,9 @@ class GCNet(BaseLearner):
             losses[mode] = self._val_loss(val)
         return min(losses, key=losses.get)
 
-    def _loss(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
-        """Predictive objective on every batch, plus the structure-level objective
-        (:meth:`_structure_step`)."""
+    def _loss(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Predictive objective on every batch, plus the structure-level objective (trivial
+        view, SEM, acyclicity, ICE) on every ``structure_every``-th batch."""
         net, lay = self.model_, self.layout_
         h, s0, w, s1 = net.states(batch.x)
         out = net.heads(s1)
@@ -432,139 +384,25 @@ class GCNet(BaseLearner):
 
     def _structure_step(self, batch: Any, epoch: int, h: torch.Tensor, s0: torch.Tensor,
                         w: torch.Tensor, s1: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """The structure-level objective every ``structure_every``-th batch (0 on the others).
-
-        These terms are hundreds of small operations whose cost hardly depends on the batch
-        size, so running them every ``k``-th batch divides their per-step cost by about ``k``.
-        The trivial view and ICE use the current batch's node states (nothing is recomputed);
-        the SEM likelihood, which needs no forward pass of the network (its unary is linear in
-        the raw features), is fitted on all rows of the last ``k`` batches, so every training row
-        still enters the structure fit. Up to ``k - 1`` batches at the end of an epoch do not
-        reach it (epochs stay independent, so resuming needs no buffer)."""
-        rows = None
-        if self.sem:   # missing labels are filled with the heads' marginals (computed for
-            # every batch: testing whether any label is missing would wait for the device)
-            fill = self.layout_.log_proba(out).exp().detach()
-            rows = (self._sem_input(batch.x, h), batch.y, fill, batch.do)
-        self._buffer.append(rows)
-        if len(self._buffer) < int(self.structure_every):
+        """The trivial view (the prior's complement must carry no information) and the
+        :class:`CausalStructure` objective, when it says they are due
+        (:meth:`CausalStructure.collect`); 0 on the other batches."""
+        net, st = self.model_, self.model_.structure
+        if st is None:            # prior generator only
+            due, rows = True, None
+        else:
+            due, rows = st.collect(batch, out, self._sem_input(batch.x, h))
+        if not due:
             return out.new_zeros(())
-        parts, self._buffer = self._buffer, []
-        if self.sem and len(parts) > 1:
-            # earlier batches' encoder features enter detached (their graphs are gone)
-            parts = [(i.detach(), *rest) for i, *rest in parts[:-1]] + [parts[-1]]
-
-            def cat(col: int, blank: Any) -> torch.Tensor | None:
-                items = [r[col] for r in parts]
-                if all(it is None for it in items):
-                    return None
-                return torch.cat([it if it is not None else blank(r[1]) for it, r in
-                                  zip(items, parts)])
-
-            n_cls = self.layout_.n_classes
-            rows = (cat(0, None), cat(1, None),
-                    cat(2, lambda y: y.new_zeros(*y.shape, n_cls)),
-                    cat(3, lambda y: torch.zeros_like(y, dtype=torch.bool)))
-        return self._structure_loss(batch, epoch, h, s0, w, s1, out, sem_rows=rows)
-
-    def _structure_loss(self, batch: Any, epoch: int, h: torch.Tensor, s0: torch.Tensor,
-                        w: torch.Tensor, s1: torch.Tensor, out: torch.Tensor,
-                        sem_rows: tuple[Any, ...] | None) -> torch.Tensor:
-        """Trivial view, SEM likelihood + L1 + acyclicity, ICE. ``sem_rows`` = ``(unary input,
-        y, fill, do)`` of the rows the SEM is fitted on (``None`` without a SEM); the current
-        batch must be their last rows."""
-        net, lay = self.model_, self.layout_
         loss = out.new_zeros(())
-        logs: dict[str, torch.Tensor] = {}
-        u_batch = None
         if self.prior:
             triv = net.heads(net.mp.messages(s0, net.edge_index, 1.0 - w))
-            l_triv = uninformative_loss(lay, triv)
+            l_triv = uninformative_loss(self.layout_, triv)
             loss = loss + self.lambda_trivial * l_triv
-            logs["trivial"] = l_triv.detach()
-        if self.sem:
-            inp, y_all, fill, do = sem_rows
-            u = net.sem_heads(inp)
-            u_batch = u[u.shape[0] - batch.y.shape[0]:].detach()
-            nll = net.sem.neg_log_likelihood(u, y_all, fill, do)
-            loss = loss + self.lambda_sem * nll + self.lambda_l1 * net.sem.effective_weight(
-            ).abs().sum()
-            # the acyclicity constraint acts after a warm-up (let both directions develop, as
-            # NOTEARS' first unconstrained solve) and until the support is frozen to a DAG
-            if epoch >= self.al_warmup and not net.sem.frozen:
-                hval = self._h()
-                loss = loss + self._al.penalty(hval)
-                logs["h"] = hval.detach()
-            logs["sem_nll"] = nll.detach()
-        if self.ebm:
-            l_ice = self._ice(batch, h, s1, out, u=u_batch)
-            loss = loss + self.lambda_ice * l_ice
-            logs["ice"] = l_ice.detach()
-        for k, v in logs.items():   # summed on the device, read once per epoch
-            v = v.double()
-            self._slog[k] = self._slog[k] + v if k in self._slog else v
-        self._slog["_n"] = self._slog.get("_n", 0.0) + 1
+            self._trivial_log.append(l_triv.detach().double())
+        if st is not None:
+            loss = loss + st.loss(batch, epoch, h, s1, out, rows)
         return loss
-
-    def _ice(self, batch: Any, h: torch.Tensor, s1: torch.Tensor, out: torch.Tensor,
-             u: torch.Tensor | None = None) -> torch.Tensor:
-        """ICE loss of the batch; ``u`` = the SEM's unary outputs of the batch (computed here
-        when not given)."""
-        net, lay = self.model_, self.layout_
-        y = batch.y
-        b, t = y.shape
-        obs = ~torch.isnan(y)
-        active = obs & ~lay.is_reg
-        phi = lay.log_proba(net.ebm_heads(s1))                      # EBM unary [B, T, C]
-        if self.sem:
-            edges, w = net.sem.edge_index, net.sem.effective_weight().abs()
-            if not net.sem.frozen:
-                # the pairwise energy is undirected: while the acyclicity constraint decides
-                # orientations, its gradient would push both directions of a pair alike, so A
-                # enters detached until the order is frozen; ICE then refines the magnitudes
-                w = w.detach()
-        else:
-            edges, w = net.edge_index, s1.new_ones(net.edge_index.shape[1])
-        log_c = net.log_norm(h).squeeze(-1)
-        k = max(1, int(self.n_negatives))
-
-        n_states = self._n_states.to(y.device)
-        with torch.no_grad():
-            # all K negatives of every row in one draw: K*B rows, row q*B + n is negative q of n
-            if self.sem:
-                u = (self._sem_unary(batch.x, h) if u is None else u).repeat(k, 1, 1)
-                edge_mask = self._edge_mask.to(y.device)
-                targets, values = random_interventions(
-                    k * b, t, n_states, self.p_intervene, generator=self._gen,
-                    eligible=~lay.is_reg, device=y.device)
-                y_k, obs_k = y.repeat(k, 1), obs.repeat(k, 1)
-                if batch.do is not None:   # real interventional rows keep their targets
-                    do_k = batch.do.repeat(k, 1)
-                    targets = torch.where(do_k.any(dim=1, keepdim=True), do_k, targets)
-                y_neg = net.sem.sample(u, targets, values, self._generations, edge_mask,
-                                       y_fixed=y_k, generator=self._gen)
-                # log q of the negatives and of the data under the same interventions, one pass
-                lq = net.sem.noise_log_density(u.repeat(2, 1, 1), torch.cat([y_neg, y_k]),
-                                               targets.repeat(2, 1), edge_mask,
-                                               mask=obs_k.repeat(2, 1)).view(2, k, b)
-                lq_negs, lq_data = lq[0], lq[1]
-            else:  # SGNN-EBM: factorised noise from the heads' marginals
-                lp = lay.log_proba(out)
-                probs = torch.where(lay.is_reg[:, None], torch.zeros_like(lp), lp.exp())
-                probs[..., 0] = torch.where(lay.is_reg, 1.0, probs[..., 0])
-                draw = categorical(probs.expand(k, *probs.shape), self._gen).float()
-                y_neg = torch.where(lay.is_reg, torch.nan_to_num(y), draw).reshape(k * b, t)
-                idx = torch.nan_to_num(torch.cat([y_neg, y])).long().clamp(0, lp.shape[-1] - 1)
-                val = lp.expand(k + 1, *lp.shape).gather(-1, idx.view(k + 1, b, t, 1))[..., 0]
-                lq = torch.where(active, val, torch.zeros_like(val)).sum(-1)   # [K+1, B]
-                lq_negs, lq_data = lq[:k], lq[k:].expand(k, b)
-        # the EBM scores the data and all negatives in one pass: [K+1, B]
-        labels = torch.cat([y[None], y_neg.view(k, b, t)])
-        idx = torch.nan_to_num(labels).long().clamp(0, phi.shape[-1] - 1)
-        unary = phi.expand(k + 1, *phi.shape).gather(-1, idx[..., None])[..., 0]
-        unary = torch.where(active, unary, torch.zeros_like(unary)).sum(-1)
-        log_p = unary + net.pair.energy(s1, edges, w, idx, active) + log_c
-        return ice_loss(log_p[0], lq_data.mean(0), log_p[1:].T, lq_negs.T, kind=self.ice_kind)
 
     def _param_groups(self, lr: float) -> builtins.list[dict[str, Any]]:
         """The output SEM (its weights and linear unary) learns at ``sem_lr``: a convex-ish
@@ -572,7 +410,7 @@ class GCNet(BaseLearner):
         net = self.model_
         if not self.sem:
             return super()._param_groups(lr)
-        sem_params = [*net.sem.parameters(), *net.sem_heads.parameters()]
+        sem_params = self._structure.sem_parameters()
         ids = {id(p) for p in sem_params}
         rest = [p for p in net.parameters() if id(p) not in ids and p.requires_grad]
         return [{"params": rest}, {"params": sem_params, "lr": float(self.sem_lr)}]
@@ -586,84 +424,35 @@ class GCNet(BaseLearner):
         task = super()._selection_loss(val, sharded=sharded)
         if not self.sem:
             return task
-        sem = self.model_.sem
-        if not sem.frozen:
+        if not self._structure.frozen:
             return float("inf")
         self.model_.eval()
         x, y = val.x.to(self.device_), val.y.to(self.device_)
         h = self.model_.states(x)[0]
         do = None if val.do is None else val.do.to(self.device_)
-        nll = sem.neg_log_likelihood(self._sem_unary(x, h), y, None, do)
-        return task + self.lambda_sem * float(nll)
+        nll = self._structure.validation_nll(self._sem_unary(x, h), y, do)
+        return task + self.lambda_sem * nll
 
     def _on_epoch_end(self, epoch: int, train: MultiTaskData,
                       optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
-        # batches left over at the end of an epoch (fewer than structure_every) are not used by
-        # the structure objective: epochs stay independent, so resuming needs no buffer
-        self._buffer = []
-        n = self._slog.pop("_n", 0.0)
-        row = {k: float(v) / n for k, v in self._slog.items()} if n else {}
-        self._slog = {}
-        if not self.sem:
+        row = {}
+        if self._trivial_log:
+            row["trivial"] = float(sum(self._trivial_log)) / len(self._trivial_log)
+        self._trivial_log = []
+        st = self.model_.structure
+        if st is None:
             return row
-        sem = self.model_.sem
-        with torch.no_grad():
-            hval = float(self._h())
-        if epoch >= self.al_warmup and not sem.frozen:
-            self._al.update(hval)
-            if hval < self.freeze_tol:
-                sem.freeze_support(self._frozen_order(train))
-                # forget Adam's moments of the constrained phase (huge penalty gradients would
-                # otherwise freeze the refit for ~1/(1-beta2) steps)
-                if optimizer is not None:
-                    for p in [*sem.parameters(), *self.model_.sem_heads.parameters()]:
-                        optimizer.state.pop(p, None)
-        self._refresh_order()
-        return {**row, "h_end": hval, "rho": self._al.rho, "alpha": self._al.alpha,
-                "frozen": float(sem.frozen),
-                "n_edges": float((sem.effective_weight().abs() > self.threshold).sum())}
-
-    def _frozen_order(self, train: MultiTaskData) -> builtins.list[torch.Tensor]:
-        """Topological generations the output SEM is frozen to.
-
-        The skeleton is every edge that survived the constrained phase (``|A| >
-        order_threshold``, strongest first, cycle-closing edges dropped), not only those above the
-        reporting threshold: the constraint shrinks both directions of a pair, the larger
-        survivor carries its decision. With ``refine_orientation`` the orientations are then
-        refined by exact likelihood (:func:`~taskgraph.structure.ice.orient_by_likelihood`):
-        shrinkage decides which direction survives a cycle by magnitude, while the direction
-        that is identifiable given ``x`` is the one whose conditional model fits better.
-        """
-        sem = self.model_.sem
-        gens, kept = sem.dag_order(self.order_threshold)
-        t = len(self.tasks_set_)
-        if not self.refine_orientation or t > self.dense_limit:
-            return gens
-        src, dst = sem.edge_index.cpu()
-        edges = [(int(src[e]), int(dst[e])) for e in torch.nonzero(kept.cpu()).flatten()]
-        x = train.x.reshape(len(train), -1).cpu().double()
         do = None if train.do is None else train.do.cpu()
-        edges = orient_by_likelihood(self._cpu_layout(), x, train.y.cpu().double(), edges,
-                                     do=do)
-        g = nx.DiGraph()
-        g.add_nodes_from(range(t))
-        g.add_edges_from(edges)
-        return [torch.tensor(sorted(gen), dtype=torch.long)
-                for gen in nx.topological_generations(g)]
-
-    def _refresh_order(self) -> None:
-        # once frozen, every non-zero weight points forward in the frozen order: order them all
-        # (sampling must respect small edges too); before, the graph of edges above threshold
-        sem = self.model_.sem
-        gens, mask = sem.dag_order(0.0 if sem.frozen else self.threshold)
-        self._generations, self._edge_mask = gens, mask.float()
+        return {**row, **st.on_epoch_end(epoch, train.x.cpu(), train.y.cpu(), do,
+                                         self._cpu_layout(), optimizer)}
 
     def _after_fit(self, train: MultiTaskData, val: MultiTaskData | None) -> None:
         super()._after_fit(train, val)
         self.inference_ = self._choose_inference(val)
 
     def _train_state(self) -> dict[str, Any]:
-        state = {"al": self._al.state_dict(), "gen": generator_state(self._gen)}
+        st = self.model_.structure
+        state = {} if st is None else st.train_state()
         if hasattr(self, "inference_"):
             state["inference"] = self.inference_
         return state
@@ -671,37 +460,24 @@ class GCNet(BaseLearner):
     def _load_train_state(self, state: dict[str, Any]) -> None:
         if not state:
             return
-        self._al.load_state_dict(state["al"])
-        set_generator_state(self._gen, state["gen"])
         if "inference" in state:
             self.inference_ = state["inference"]
-        self._make_ebm(self.model_)      # edge sets come from the loaded state
-        if self.sem:
-            self._refresh_order()
+        st = self.model_.structure
+        if st is not None and "al" in state:
+            st.load_train_state(state)
 
     # ------------------------------------------------------------------ graph
     def _learned_graph(self) -> TaskGraph:
         names = self.tasks_set_.names
         t = len(names)
         net = self.model_
-        feat = torch.zeros(t, t, dtype=torch.bool)
-        feat[net.edge_index[0].cpu(), net.edge_index[1].cpu()] = True
         if not self.sem:
-            adj = feat.double().numpy()
-            return TaskGraph(adj, names, learned=False, candidates=feat.numpy(),
+            feat = torch.zeros(t, t, dtype=torch.bool)
+            feat[net.edge_index[0].cpu(), net.edge_index[1].cpu()] = True
+            return TaskGraph(feat.double().numpy(), names, learned=False,
+                             candidates=feat.numpy(),
                              meta={"learner": self.name, "note": "feature-level graph (fixed)"})
-        with torch.no_grad():
-            a = self._dense_a().detach().cpu().double()
-            cand = torch.zeros(t, t, dtype=torch.bool)
-            cand[net.sem.edge_index[0].cpu(), net.sem.edge_index[1].cpu()] = True
-            hval = float(self._h())
-        kept = torch.where(a.abs() > self.threshold, a, torch.zeros_like(a)).numpy()
-        g = TaskGraph(kept, names, raw=a.numpy(), candidates=cand.numpy(), learned=True,
-                      meta={"learner": self.name, "threshold": float(self.threshold),
-                            # a cycle too heavy for the dtype has h = +inf (graph meta
-                            # holds finite values only)
-                            "h": hval if np.isfinite(hval) else "inf"})
-        return g.to_dag()
+        return self._structure.graph(names, {"learner": self.name})
 
 
 @register("sgnn")
