@@ -195,7 +195,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     src = Path(args.checkpoint)
     try:
-        if src.suffix.lower() in {".graphml", ".gexf", ".json", ".dot", ".csv"}:
+        # DOT and CSV inputs go to TaskGraph.load too, which explains that they are export-only.
+        if src.suffix.lower() in {".graphml", ".gexf", ".json", ".dot", ".gv", ".csv"}:
             graph = TaskGraph.load(src)
         else:
             graph = load_learner(src).task_graph_
@@ -391,7 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="export a saved learner's task graph",
                        description=cmd_export.__doc__)
-    e.add_argument("checkpoint", help="a file written by learner.save() (or a graph file)")
+    e.add_argument("checkpoint", help="a file written by learner.save() (or a .graphml, .gexf or "
+                   ".json graph file; DOT and CSV are export-only)")
     e.add_argument("--format", choices=FORMATS, default="graphml")
     e.add_argument("--output", "-o", help="output path (default: CHECKPOINT with new suffix)")
     e.add_argument("--threshold", type=float, help="drop edges with |weight| <= this")

@@ -9,7 +9,7 @@ import pytest
 import taskgraph as tg
 from taskgraph.bench import END, START, bench_tables, run_bench, update_docs
 from taskgraph.datasets.registry import (
-    _BENCHMARKS,
+    BENCHMARKS,
     BenchmarkSpec,
     available_benchmarks,
     get_benchmark,
@@ -32,7 +32,7 @@ def tiny_benchmark():
                                             quick_epochs=1, batch_size=64, has_truth=True,
                                             learner_kwargs={"hidden": 8}))
     yield spec
-    _BENCHMARKS.pop("tiny_dag", None)
+    BENCHMARKS.remove("tiny_dag")
 
 
 def test_registry_lists_synthetic_and_real():

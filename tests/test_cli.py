@@ -25,7 +25,7 @@ def test_python_dash_m_help():
     assert out.returncode == 0 and "demo" in out.stdout and "export" in out.stdout
 
 
-@pytest.mark.parametrize("fmt", ["graphml", "gexf", "json", "dot", "csv"])
+@pytest.mark.parametrize("fmt", ["graphml", "gexf", "json"])
 def test_export_round_trip(fmt, mixed_data, tmp_path):
     learner = tg.learners.create("mmoe", mixed_data.tasks, epochs=1, hidden=8,
                                  verbose=False).fit(mixed_data)
@@ -33,6 +33,21 @@ def test_export_round_trip(fmt, mixed_data, tmp_path):
     dest = tmp_path / f"g.{fmt}"
     assert main(["export", str(ckpt), "--format", fmt, "-o", str(dest)]) == 0
     assert tg.TaskGraph.load(dest) == learner.task_graph_
+
+
+@pytest.mark.parametrize("fmt, first_line", [("dot", "strict digraph"),
+                                             ("csv", "source,target,weight,kind")])
+def test_export_only_formats(fmt, first_line, tmp_path, capsys):
+    graph = tg.TaskGraph([[0, 0.5], [0, 0]], ["a", "b"])
+    src = graph.save(tmp_path / "g.json")
+    assert main(["export", str(src), "--format", fmt]) == 0
+    dest = tmp_path / f"g.{fmt}"
+    assert dest.read_text(encoding="utf-8").startswith(first_line)
+    capsys.readouterr()
+    assert main(["export", str(dest), "--format", "graphml"]) == 2    # cannot be read back
+    err = capsys.readouterr().err
+    assert "export-only" in err and "GraphML" in err
+    assert not (tmp_path / "g.graphml").exists()
 
 
 def test_export_errors_are_reported(tmp_path, capsys):

@@ -206,3 +206,23 @@ def test_scikit_learn_clone_and_set_params(name, mixed_data):
     a = learner.fit(train, epochs=1).predict(val.x)
     b = clone(learner).fit(train, epochs=1).predict(val.x)
     assert torch.equal(a, b)
+
+
+def test_one_registry_type_for_learners_benchmarks_and_encoders():
+    from encoders import ENCODERS, MLPBackbone, build_encoder
+    from taskgraph.datasets.registry import BENCHMARKS
+    from taskgraph.learners.base import LEARNERS
+    from taskgraph.registry import Registry
+
+    assert all(isinstance(r, Registry) for r in (LEARNERS, BENCHMARKS, ENCODERS))
+    assert LEARNERS.list() == tg.learners.list()
+    assert "planted_dag" in BENCHMARKS and "mlpbackbone" in ENCODERS
+    enc = MLPBackbone(5, hidden=7, n_layers=1)
+    assert type(build_encoder(enc.config())) is MLPBackbone
+    with pytest.raises(ValidationError, match="unknown encoder"):
+        ENCODERS.get("nope")
+    reg: Registry[int] = Registry("thing")
+    reg.register("A", 1)
+    with pytest.raises(ValidationError, match="thing called 'a' is already"):
+        reg.register("a", 2)
+    assert reg.get("a") == 1 and reg.remove("A") == 1 and reg.list() == []

@@ -24,6 +24,7 @@ from torch import nn
 from taskgraph.datasets._files import package_file
 from taskgraph.datasets.synthetic import Benchmark
 from taskgraph.exceptions import ValidationError
+from taskgraph.registry import Registry
 
 __all__ = [
     "BenchmarkSpec",
@@ -68,37 +69,32 @@ class BenchmarkSpec:
     tags: tuple[str, ...] = ()
 
 
-_BENCHMARKS: dict[str, BenchmarkSpec] = {}
+#: every registered benchmark spec (the registry type learners and encoders use too)
+BENCHMARKS: Registry[BenchmarkSpec] = Registry("benchmark")
 
 
 def register_benchmark(spec: BenchmarkSpec, *, replace: bool = False) -> BenchmarkSpec:
     """Add ``spec`` to the registry (``replace=True`` to overwrite an entry of that name)."""
     if not isinstance(spec, BenchmarkSpec):
         raise ValidationError(f"spec: expected a BenchmarkSpec, got {type(spec).__name__}")
-    if spec.name in _BENCHMARKS and not replace:
+    if spec.name in BENCHMARKS and not replace:
         raise ValidationError(f"spec: a benchmark called {spec.name!r} is already registered")
-    _BENCHMARKS[spec.name] = spec
-    return spec
+    return BENCHMARKS.register(spec.name, spec, replace=replace)
 
 
 def get_benchmark(name: str) -> BenchmarkSpec:
     """The :class:`BenchmarkSpec` registered as ``name``."""
-    try:
-        return _BENCHMARKS[name]
-    except KeyError:
-        raise ValidationError(
-            f"name: unknown benchmark {name!r}; registered: {sorted(_BENCHMARKS)}"
-        ) from None
+    return BENCHMARKS.get(name)
 
 
 def list_benchmarks() -> list[str]:
     """Every registered benchmark name, in registration order (synthetic first)."""
-    return list(_BENCHMARKS)
+    return [name for name, _ in BENCHMARKS.items()]
 
 
 def available_benchmarks() -> list[str]:
     """Registered benchmarks whose data are present on this machine."""
-    return [n for n, s in _BENCHMARKS.items() if s.unavailable() is None]
+    return [n for n, s in BENCHMARKS.items() if s.unavailable() is None]
 
 
 def load_benchmark(name: str, seed: int = 0, quick: bool = False) -> Benchmark:

@@ -38,12 +38,15 @@ from taskgraph.devices import resolve_device
 from taskgraph.exceptions import CheckpointError, NotFittedError, ValidationError
 from taskgraph.graph import TaskGraph
 from taskgraph.nn.heads import OutputLayout
+from taskgraph.registry import Registry
 from taskgraph.tasks import Task, TaskSet
 
 __all__ = ["BaseLearner", "register", "create", "list", "get", "load_learner", "graph_to_state",
            "graph_from_state", "encode_param", "decode_param"]
 
-_REGISTRY: dict[str, type[BaseLearner]] = {}
+#: every registered learner class (the one :class:`~taskgraph.registry.Registry` type also
+#: holds benchmarks and encoders)
+LEARNERS: Registry[type[BaseLearner]] = Registry("learner")
 _FORMAT = "taskgraph.learner"
 _VERSION = 1
 
@@ -52,11 +55,8 @@ def register(name: str):
     """Class decorator registering a learner under ``name`` (lower-case, unique)."""
 
     def deco(cls: type[BaseLearner]) -> type[BaseLearner]:
-        key = name.lower()
-        if key in _REGISTRY and _REGISTRY[key] is not cls:
-            raise ValidationError(f"name: a learner called {key!r} is already registered")
-        cls.name = key
-        _REGISTRY[key] = cls
+        LEARNERS.register(name, cls)
+        cls.name = name.lower()
         return cls
 
     return deco
@@ -64,12 +64,7 @@ def register(name: str):
 
 def get(name: str) -> type[BaseLearner]:
     """The learner class registered as ``name``."""
-    try:
-        return _REGISTRY[str(name).lower()]
-    except KeyError:
-        raise ValidationError(
-            f"name: unknown learner {name!r}; registered learners: {sorted(_REGISTRY)}"
-        ) from None
+    return LEARNERS.get(name)
 
 
 def create(name: str, tasks: TaskSet | builtins.list[Task | str], **kwargs: Any) -> BaseLearner:
@@ -92,7 +87,7 @@ def create(name: str, tasks: TaskSet | builtins.list[Task | str], **kwargs: Any)
 
 def list() -> builtins.list[str]:  # noqa: A001 - the registry's public verb, as timm/torch.hub
     """Names of every registered learner, sorted."""
-    return sorted(_REGISTRY)
+    return LEARNERS.list()
 
 
 # ---------------------------------------------------------------------------- graph <-> state
