@@ -65,7 +65,7 @@ def _devices_of(learner: tg.learners.BaseLearner) -> set[str]:
 def _modes(learner: tg.learners.BaseLearner) -> list[str | None]:
     if "inference_mode" not in learner.get_params():
         return [None]
-    return [m for m in MODES if (m != "sem" or learner.sem) and (
+    return [m for m in MODES if (m != "sem" or learner.structure) and (
         m not in ("mean_field", "gibbs") or learner.ebm)]
 
 

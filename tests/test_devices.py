@@ -19,7 +19,7 @@ def _modes(learner):
     """The inference modes this fitted learner can use (``None``: it has no such switch)."""
     if "inference_mode" not in learner.get_params():
         return [None]
-    return [m for m in MODES if (m != "sem" or learner.sem) and (
+    return [m for m in MODES if (m != "sem" or learner.structure) and (
         m not in ("mean_field", "gibbs") or learner.ebm)]
 
 

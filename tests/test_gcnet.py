@@ -113,8 +113,8 @@ def test_ablations_export_the_heuristic_graph(name, small):
     ({"p_intervene": 1.5}, "p_intervene"),
     ({"ice_kind": "x"}, "ice_kind"),
     ({"sem_unary": "x"}, "sem_unary"),
-    ({"sem": False, "inference_mode": "sem"}, "inference_mode"),
-    ({"sem": False}, "ebm"),
+    ({"structure": False, "inference_mode": "sem"}, "inference_mode"),
+    ({"structure": False}, "ebm"),
     ({"graph": "a -> b"}, "graph"),
     ({"candidates": "some"}, "candidates"),
 ])

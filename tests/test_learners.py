@@ -226,3 +226,17 @@ def test_one_registry_type_for_learners_benchmarks_and_encoders():
     with pytest.raises(ValidationError, match="thing called 'a' is already"):
         reg.register("a", 2)
     assert reg.get("a") == 1 and reg.remove("A") == 1 and reg.list() == []
+
+
+def test_files_with_renamed_switches_still_load(mixed_data, tmp_path):
+    """GCNet's ``sem`` switch is now ``structure`` (one name per switch across learners): a
+    file that records the old name loads with its value under the new one."""
+    learner = create("gcnet", mixed_data.tasks, **FAST, structure=False, ebm=False)
+    learner.fit(mixed_data)
+    path = learner.save(tmp_path / "m.pt")
+    state = torch.load(path, weights_only=True)
+    state["params"]["sem"] = state["params"].pop("structure")
+    torch.save(state, path)
+    again = load_learner(path)
+    assert again.structure is False and "sem" not in again.get_params()
+    assert torch.equal(again.predict(mixed_data.x), learner.predict(mixed_data.x))

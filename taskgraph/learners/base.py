@@ -710,6 +710,10 @@ def load_learner(
             f"path: the file holds a {klass.__name__!r} learner, not a {expected.__name__!r}"
         )
     params = _restore_params(state, overrides)
+    for old, new in getattr(klass, "_param_aliases", {}).items():   # renamed arguments
+        if old in params:
+            value = params.pop(old)
+            params.setdefault(new, value)
     if "device" not in overrides and not _device_available(params.get("device", "cpu")):
         warnings.warn(f"device: the file was saved from {params['device']!r}, which this "
                       f"machine does not have; loading on the CPU (pass device= to choose)",

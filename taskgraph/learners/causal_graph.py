@@ -150,9 +150,8 @@ class CausalGraph(InvariantEnvironments, GCNet):
         shift_z: float = 4.0,
         **kwargs: Any,
     ) -> None:
-        kwargs.pop("prior", None)
-        kwargs.pop("sem", None)
-        super().__init__(tasks, ebm=ebm, **kwargs)
+        super().__init__(tasks, ebm=ebm, structure=structure, message_passing=message_passing,
+                         **kwargs)
         self.n_modules = n_modules
         self.module_mode = module_mode
         self.routing = routing
@@ -168,34 +167,10 @@ class CausalGraph(InvariantEnvironments, GCNet):
         self.environments = environments
         self.rebalance = rebalance
         self.max_envs = max_envs
-        self.message_passing = message_passing
         self.mp_graph = mp_graph
-        self.structure = structure
-        self.ebm = ebm
         self.gmtl = gmtl
         self.alpha = alpha
         self.shift_z = shift_z
-
-    # the GCNet switches follow this class's own (prior = message passing, sem = structure)
-    @property
-    def prior(self) -> bool:  # type: ignore[override]
-        return bool(self.message_passing)
-
-    @prior.setter
-    def prior(self, value: bool) -> None:
-        pass
-
-    @property
-    def sem(self) -> bool:  # type: ignore[override]
-        return bool(self.structure)
-
-    @sem.setter
-    def sem(self, value: bool) -> None:
-        pass
-
-    @property
-    def _ebm_on(self) -> bool:
-        return bool(self.ebm)
 
     # ------------------------------------------------------------------ building
     def _check_params(self) -> None:
@@ -250,7 +225,7 @@ class CausalGraph(InvariantEnvironments, GCNet):
             with torch.no_grad():
                 router.logits.fill_(40.0)       # sigmoid(40) == 1 in float32
         sem_in = int(np.prod(feature_shape)) if self.sem_unary == "linear" else int(enc.out_dim)
-        net = _GCNetNet(enc, self.tasks_set_, feat_edges, int(router.out_dim), bool(self.prior),
+        net = _GCNetNet(enc, self.tasks_set_, feat_edges, int(router.out_dim), self._prior_on,
                         self._structure_factory(train, sem_edges, feat_edges, init, sem_in),
                         router=router, message_passing=bool(self.message_passing))
         self._step = 0
@@ -293,7 +268,7 @@ class CausalGraph(InvariantEnvironments, GCNet):
             per = lay.per_example_loss(out, batch.y)
             pen = None if valid is None else per.new_zeros(())
         task = self._task_loss(per, batch.y)
-        loss = task + (self.lambda_prior_l1 * w.mean() if self.prior else 0.0)
+        loss = task + (self.lambda_prior_l1 * w.mean() if self._prior_on else 0.0)
         logs["task_loss"] = task.detach()
         if self.routing and float(self.sparsity) > 0:
             loss = loss + float(self.sparsity) * net.router.sparsity("l1")
@@ -301,7 +276,7 @@ class CausalGraph(InvariantEnvironments, GCNet):
             z = h.view(h.shape[0], net.router.n_modules, net.router.module_dim)
             dec = decorrelation(z, "corr", max_units=self.decorrelation_units)
             loss = loss + float(self.decorrelation) * dec
-        if self.prior or self.sem:
+        if self._prior_on or self.structure:
             loss = loss + self._structure_step(batch, epoch, h, s0, w, s1, out)
         if pen is not None:
             loss = loss + lam * pen
@@ -315,7 +290,7 @@ class CausalGraph(InvariantEnvironments, GCNet):
     def _on_epoch_end(self, epoch: int, train: MultiTaskData,
                       optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
         row = super()._on_epoch_end(epoch, train, optimizer)
-        if self.sem and self.mp_graph == "learned" and self.message_passing and (
+        if self.structure and self.mp_graph == "learned" and self.message_passing and (
                 self._structure.frozen):
             self._restrict_messages()
         g = self.model_.router.routing()
@@ -408,7 +383,7 @@ class CausalGraph(InvariantEnvironments, GCNet):
 
     # ------------------------------------------------------------------ state
     def _train_state(self) -> dict[str, Any]:
-        state = super()._train_state() if self.sem else {}
+        state = super()._train_state() if self.structure else {}
         state["step"] = int(getattr(self, "_step", 0))
         if getattr(self, "_gmtl_state", None) is not None:
             state["gmtl"] = self._gmtl_state
@@ -418,7 +393,7 @@ class CausalGraph(InvariantEnvironments, GCNet):
         if not state:
             return
         self._step = int(state.get("step", 0))
-        if self.sem:
+        if self.structure:
             super()._load_train_state(state)
         self._gmtl_state = state.get("gmtl")
         self._make_gmtl()
@@ -433,7 +408,7 @@ class CausalGraph(InvariantEnvironments, GCNet):
         st = getattr(self, "_gmtl_state", None)
         if st is not None:
             meta["gmtl_pairs"] = _pairs_json(names, st["pairs"])
-        if self.sem:
+        if self.structure:
             g = super()._learned_graph()
             return TaskGraph(g.adjacency, names, raw=g.raw, candidates=g.candidates,
                              routing=routing, modules=modules, learned=True,
@@ -451,7 +426,7 @@ class CausalGraph(InvariantEnvironments, GCNet):
             parts.append("message_passing")
         if self.structure:
             parts.append("structure")
-        if self._ebm_on:
+        if self.ebm:
             parts.append("ebm")
         if self.gmtl is not None and float(self.alpha) > 0:
             parts.append(f"gmtl:{self.gmtl}")

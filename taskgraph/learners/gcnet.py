@@ -29,7 +29,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable
 from dataclasses import fields
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -157,7 +157,13 @@ class GCNet(BaseLearner):
             Rao-Blackwellised ancestral sampling), ``"mean_field"`` or ``"gibbs"`` (marginals of
             the causal EBM), or ``"auto"`` (default: heads or SEM, whichever has the lower
             validation loss; chosen at the end of ``fit`` and kept in ``inference_``).
-        prior, sem, ebm (bool): switch parts off for ablations.
+        prior (bool): the structure-prior generator weights the messages (off: uniform
+            weights, as SGNN). (default: ``True``)
+        structure (bool): learn the output-level causal graph (SEM, acyclicity, ICE negatives);
+            off, ``task_graph_`` is the fixed feature-level graph. (default: ``True``)
+        ebm (bool): the causal EBM trained by ICE. (default: ``True``)
+        message_passing (bool): message passing between task nodes (off: every task reads its
+            own node state; the prior generator is then unused). (default: ``True``)
         structure_every (int): the structure-level objective (trivial view, SEM, acyclicity,
             ICE) runs every this many batches; the SEM likelihood then covers the rows of all of
             them (default: 1; larger values cut the per-step cost but give the SEM fewer
@@ -196,8 +202,9 @@ class GCNet(BaseLearner):
         inference_mode: str = "auto",
         sem_unary: str = "linear",
         prior: bool = True,
-        sem: bool = True,
+        structure: bool = True,
         ebm: bool = True,
+        message_passing: bool = True,
         structure_every: int = 1,
         lr: float = 3e-3,
         validation_fraction: float | None = 0.1,
@@ -230,9 +237,18 @@ class GCNet(BaseLearner):
         self.inference_mode = inference_mode
         self.sem_unary = sem_unary
         self.prior = prior
-        self.sem = sem
+        self.structure = structure
+        self.message_passing = message_passing
         self.ebm = ebm
         self.structure_every = structure_every
+
+    #: constructor arguments renamed since files were saved: old name -> new name
+    _param_aliases: ClassVar[dict[str, str]] = {"sem": "structure"}
+
+    @property
+    def _prior_on(self) -> bool:
+        """The prior generator weights messages only where there is message passing."""
+        return bool(self.prior) and bool(self.message_passing)
 
     # ------------------------------------------------------------------ building
     def _check_params(self) -> None:
@@ -240,8 +256,8 @@ class GCNet(BaseLearner):
         if self.inference_mode not in modes:
             raise ValidationError(f"inference_mode: expected one of {modes}, got "
                                   f"{self.inference_mode!r}")
-        if self.inference_mode == "sem" and not self.sem:
-            raise ValidationError("inference_mode: 'sem' needs sem=True")
+        if self.inference_mode == "sem" and not self.structure:
+            raise ValidationError("inference_mode: 'sem' needs structure=True")
         if self.acyclicity not in ("expm", "poly", "sparse"):
             raise ValidationError(f"acyclicity: expected 'expm', 'poly' or 'sparse', got "
                                   f"{self.acyclicity!r}")
@@ -257,9 +273,9 @@ class GCNet(BaseLearner):
         if not 0 < self.p_intervene <= 1:
             raise ValidationError(f"p_intervene: expected a probability in (0, 1], got "
                                   f"{self.p_intervene!r}")
-        if self.ebm and not self.sem and type(self).name != "sgnn_ebm":
+        if self.ebm and not self.structure and type(self).name != "sgnn_ebm":
             raise ValidationError("ebm: the causal EBM's ICE negatives come from the output SEM; "
-                                  "set sem=True (or use the 'sgnn_ebm' learner)")
+                                  "set structure=True (or use the 'sgnn_ebm' learner)")
         if self.graph is not None and not isinstance(self.graph, TaskGraph):
             raise ValidationError(f"graph: expected a TaskGraph, got {type(self.graph).__name__}")
 
@@ -287,7 +303,7 @@ class GCNet(BaseLearner):
         # the output-level search space: all pairs for small T, the feature edges otherwise
         sem_edges = candidate_edges("all", t) if t <= self.dense_limit else feat_edges
         init = None
-        if self.graph is not None and self.sem:
+        if self.graph is not None and self.structure:
             a = torch.as_tensor(self.graph.adjacency != 0)
             init = torch.where(a[sem_edges[0], sem_edges[1]], torch.tensor(0.5),
                                torch.tensor(0.0))
@@ -300,8 +316,9 @@ class GCNet(BaseLearner):
         feat_edges, sem_edges, init = self._edge_sets(train, t)
         enc = self._make_encoder(feature_shape)
         sem_in = int(np.prod(feature_shape)) if self.sem_unary == "linear" else int(enc.out_dim)
-        return _GCNetNet(enc, self.tasks_set_, feat_edges, int(self.node_dim), bool(self.prior),
-                         self._structure_factory(train, sem_edges, feat_edges, init, sem_in))
+        return _GCNetNet(enc, self.tasks_set_, feat_edges, int(self.node_dim), self._prior_on,
+                         self._structure_factory(train, sem_edges, feat_edges, init, sem_in),
+                         message_passing=bool(self.message_passing))
 
     def _config(self) -> StructureConfig:
         return StructureConfig(**{f.name: getattr(self, f.name)
@@ -313,7 +330,7 @@ class GCNet(BaseLearner):
         """Builds the :class:`CausalStructure` inside the network (``None`` when neither the
         SEM nor the EBM is on)."""
         self._trivial_log: builtins.list[torch.Tensor] = []     # the epoch's trivial-view losses
-        sem, ebm = bool(self.sem), bool(self.ebm)
+        sem, ebm = bool(self.structure), bool(self.ebm)
         if not (sem or ebm):
             return None
         tasks, layout, config = self.tasks_set_, self.layout_, self._config()
@@ -362,7 +379,7 @@ class GCNet(BaseLearner):
         heads and, when present, the SEM marginals (``"heads"`` without validation data)."""
         if self.inference_mode != "auto":
             return self.inference_mode
-        if val is None or not self.sem or not self._structure.frozen:
+        if val is None or not self.structure or not self._structure.frozen:
             return "heads"
         losses = {}
         for mode in ("heads", "sem"):
@@ -377,8 +394,8 @@ class GCNet(BaseLearner):
         h, s0, w, s1 = net.states(batch.x)
         out = net.heads(s1)
         task = lay.task_losses(out, batch.y).sum()
-        loss = task + (self.lambda_prior_l1 * w.mean() if self.prior else 0.0)
-        if self.prior or self.sem or self.ebm:
+        loss = task + (self.lambda_prior_l1 * w.mean() if self._prior_on else 0.0)
+        if self._prior_on or self.structure or self.ebm:
             loss = loss + self._structure_step(batch, epoch, h, s0, w, s1, out)
         return loss, {"task_loss": task.detach()}
 
@@ -395,7 +412,7 @@ class GCNet(BaseLearner):
         if not due:
             return out.new_zeros(())
         loss = out.new_zeros(())
-        if self.prior:
+        if self._prior_on:
             triv = net.heads(net.mp.messages(s0, net.edge_index, 1.0 - w))
             l_triv = uninformative_loss(self.layout_, triv)
             loss = loss + self.lambda_trivial * l_triv
@@ -408,7 +425,7 @@ class GCNet(BaseLearner):
         """The output SEM (its weights and linear unary) learns at ``sem_lr``: a convex-ish
         logistic fit that must converge within the run for the structure to be identified."""
         net = self.model_
-        if not self.sem:
+        if not self.structure:
             return super()._param_groups(lr)
         sem_params = self._structure.sem_parameters()
         ids = {id(p) for p in sem_params}
@@ -422,7 +439,7 @@ class GCNet(BaseLearner):
         likelihood is not a likelihood, and restoring such an epoch would discard the learned
         structure."""
         task = super()._selection_loss(val, sharded=sharded)
-        if not self.sem:
+        if not self.structure:
             return task
         if not self._structure.frozen:
             return float("inf")
@@ -471,7 +488,7 @@ class GCNet(BaseLearner):
         names = self.tasks_set_.names
         t = len(names)
         net = self.model_
-        if not self.sem:
+        if not self.structure:
             feat = torch.zeros(t, t, dtype=torch.bool)
             feat[net.edge_index[0].cpu(), net.edge_index[1].cpu()] = True
             return TaskGraph(feat.double().numpy(), names, learned=False,
@@ -489,9 +506,10 @@ class SGNN(GCNet):
     learns_structure = False
 
     def __init__(self, tasks: TaskSet | builtins.list[Task | str], *,
-                 candidates: Any = "heuristic", prior: bool = False, sem: bool = False,
+                 candidates: Any = "heuristic", prior: bool = False, structure: bool = False,
                  ebm: bool = False, **kwargs: Any) -> None:
-        super().__init__(tasks, candidates=candidates, prior=prior, sem=sem, ebm=ebm, **kwargs)
+        super().__init__(tasks, candidates=candidates, prior=prior, structure=structure, ebm=ebm,
+                         **kwargs)
 
 
 @register("sgnn_ebm")
@@ -503,6 +521,7 @@ class SGNNEBM(GCNet):
     learns_structure = False
 
     def __init__(self, tasks: TaskSet | builtins.list[Task | str], *,
-                 candidates: Any = "heuristic", prior: bool = False, sem: bool = False,
+                 candidates: Any = "heuristic", prior: bool = False, structure: bool = False,
                  ebm: bool = True, **kwargs: Any) -> None:
-        super().__init__(tasks, candidates=candidates, prior=prior, sem=sem, ebm=ebm, **kwargs)
+        super().__init__(tasks, candidates=candidates, prior=prior, structure=structure, ebm=ebm,
+                         **kwargs)
