@@ -83,6 +83,28 @@ class ModularEncoder(nn.Module):
         - **output:** ``z[B, K, m]``
     """
 
+    @classmethod
+    def over(cls, backbone: nn.Module, n_modules: int, mode: str = "split",
+             module_dim: int | None = None, hidden: int = 64) -> ModularEncoder:
+        """``n_modules`` modules over ``backbone``: ``"split"`` cuts its output into equal
+        slices (``module_dim`` must then be ``out_dim / n_modules`` or ``None``),
+        ``"separate"`` gives each module its own head of width ``module_dim`` (default
+        ``hidden // n_modules``). Errors name the learner arguments ``n_modules`` and
+        ``module_dim``."""
+        k, d = int(n_modules), int(backbone.out_dim)
+        if mode == "split":
+            if module_dim is not None and int(module_dim) * k != d:
+                raise ValidationError(
+                    f"module_dim: module_mode='split' needs n_modules * module_dim == the "
+                    f"backbone width {d}, got {k} * {module_dim}")
+            if d % k:
+                raise ValidationError(
+                    f"n_modules: module_mode='split' needs the backbone width {d} to be a "
+                    f"multiple of n_modules={k}")
+            return cls(backbone, k=k, module_dim=d // k, mode="split")
+        m = int(module_dim) if module_dim is not None else max(1, int(hidden) // k)
+        return cls(backbone, k=k, module_dim=m, mode="separate")
+
     def __init__(
         self,
         backbone: nn.Module,

@@ -279,7 +279,7 @@ def test_an_idle_invariance_penalty_is_skipped_and_equals_no_penalty(bench):
     for learner in (idle, off):
         learner.model_.train()
         learner._step = 10**6
-        learner._penalty.shift = None       # the dummy pass would fail: it must not run
+        learner._inv.penalty.shift = None       # the dummy pass would fail: it must not run
         loss, logs = learner._loss(batch, epoch=0)
         grads.append((loss, logs, torch.autograd.grad(loss, learner.model_.router.logits)[0]))
     (l_idle, logs_idle, g_idle), (l_off, logs_off, g_off) = grads

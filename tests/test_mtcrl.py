@@ -241,10 +241,10 @@ def test_closed_form_penalty_equals_dummy_penalty(mixed_data, options):
                      verbose=False, **options).fit(mixed_data)
     net = learner.model_
     batch = mixed_data[torch.arange(len(mixed_data))]
-    env, weight = learner._batch_envs(batch)
-    member = env_assignment(env, int(learner._envs["n_envs"]))
+    env, weight = learner._inv.batch_envs(batch)
+    member = env_assignment(env, int(learner._inv.envs["n_envs"]))
     assign = member * weight[..., None]
-    if learner._penalty.split:
+    if learner._inv.penalty.split:
         member, assign = split_halves(member, assign)
     results = []
     for fn in (learner._closed_form_invariance, learner._dummy_invariance):
@@ -258,7 +258,7 @@ def test_closed_form_penalty_equals_dummy_penalty(mixed_data, options):
         results.append((task.detach(), pen.detach(),
                         {n: p.grad.clone() for n, p in net.named_parameters()}))
     (t1, p1, g1), (t2, p2, g2) = results
-    assert float(p1) != 0 and (float(p1) > 0 or learner._penalty.split)
+    assert float(p1) != 0 and (float(p1) > 0 or learner._inv.penalty.split)
     torch.testing.assert_close(t1, t2)
     torch.testing.assert_close(p1, p2, rtol=1e-4, atol=1e-8)
     for name in g1:
@@ -274,10 +274,10 @@ def test_an_idle_penalty_does_not_renormalise_the_loss():
     off = create("mtcrl", tasks, invariance=0.0, warmup_invariance=0.0, **kw).fit(data)
     off.model_.load_state_dict(idle.model_.state_dict())
     batch = data[torch.arange(64)]
-    shift = idle._penalty.shift
-    idle._penalty.shift = None           # the idle penalty's dummy pass is skipped
+    shift = idle._inv.penalty.shift
+    idle._inv.penalty.shift = None           # the idle penalty's dummy pass is skipped
     loss_idle, logs = idle._loss(batch, epoch=0)
-    idle._penalty.shift = shift
+    idle._inv.penalty.shift = shift
     loss_off, _ = off._loss(batch, epoch=0)
     assert logs["invariance"] == 0 and logs["invariance_envs"] == 0 and logs["lambda_inv"] == 5
     torch.testing.assert_close(loss_idle, loss_off)

@@ -140,8 +140,8 @@ def test_environment_tables_are_used_only_for_batches_of_the_training_data(mixed
     same_rows = part[torch.arange(0, 32)]
     other_rows = other[torch.arange(0, 32)]
     assert same_rows.source == part.uid != other_rows.source
-    env_a, w_a = learner._batch_envs(other_rows)
-    env_b, w_b = learner._batch_envs(other_rows._replace(source=-1))   # no table lookup
+    env_a, w_a = learner._inv.batch_envs(other_rows)
+    env_b, w_b = learner._inv.batch_envs(other_rows._replace(source=-1))   # no table lookup
     assert torch.equal(env_a, env_b) and torch.equal(w_a, w_b)
-    env_c, _ = learner._batch_envs(same_rows._replace(source=-1))
-    assert torch.equal(learner._batch_envs(same_rows)[0], env_c)
+    env_c, _ = learner._inv.batch_envs(same_rows._replace(source=-1))
+    assert torch.equal(learner._inv.batch_envs(same_rows)[0], env_c)

@@ -302,6 +302,17 @@ class BaseLearner:
             raise ValidationError("encoder: expected an nn.Module with an `out_dim` attribute")
         return copy.deepcopy(self.encoder)
 
+    def _make_modular(self, feature_shape: tuple[int, ...], n_modules: int, mode: str,
+                      module_dim: int | None = None) -> nn.Module:
+        """The encoder as ``n_modules`` modules (:meth:`encoders.ModularEncoder.over` on the
+        default or given backbone; a given ModularEncoder is used as it is)."""
+        from encoders import ModularEncoder
+
+        if isinstance(self.encoder, ModularEncoder):
+            return self._make_encoder(feature_shape)
+        return ModularEncoder.over(self._make_encoder(feature_shape), n_modules, mode,
+                                   module_dim, int(self.hidden))
+
     def _build(self, feature_shape: tuple[int, ...], train: MultiTaskData | None) -> nn.Module:
         raise NotImplementedError
 

@@ -53,13 +53,13 @@ import torch
 from torch import nn
 
 from taskgraph.data import MultiTaskData
+from taskgraph.environments import RoutingInvariance, check_nonnegative, mean_task_loss
 from taskgraph.exceptions import ValidationError
 from taskgraph.graph import TaskGraph
 from taskgraph.learners.base import register
 from taskgraph.learners.gcnet import GCNet, _GCNetNet
-from taskgraph.learners.mtcrl import InvariantEnvironments
 from taskgraph.nn.routing import TaskModuleRouter
-from taskgraph.regularizers import RouterInvariancePenalty, decorrelation
+from taskgraph.regularizers import decorrelation
 from taskgraph.tasks import Task, TaskSet
 
 __all__ = ["CausalGraph"]
@@ -73,7 +73,7 @@ def _pairs_json(names: builtins.list[str], pairs: Any) -> str:
 
 
 @register("causal_graph")
-class CausalGraph(InvariantEnvironments, GCNet):
+class CausalGraph(GCNet):
     r"""Causal multi-task learner: modules + invariant routing (MT-CRL) → task nodes → message
     passing over the learned causal task graph (GCNet) → heads → GMTL joint inference.
 
@@ -191,32 +191,16 @@ class CausalGraph(InvariantEnvironments, GCNet):
         if self.gmtl == "graph" and not self.structure:
             raise ValidationError("gmtl: 'graph' factorises the prior over the learned graph; "
                                   "it needs structure=True")
-        self._check_invariance_params(("sparsity", "decorrelation", "invariance",
+        check_nonnegative(self, ("sparsity", "decorrelation", "invariance",
                                        "warmup_invariance", "alpha", "shift_z",
                                        "min_env_rows"))
-
-    def _make_modular(self, feature_shape: tuple[int, ...]) -> nn.Module:
-        from encoders import ModularEncoder
-
-        if isinstance(self.encoder, ModularEncoder):
-            return self._make_encoder(feature_shape)
-        backbone = self._make_encoder(feature_shape)
-        k, d = int(self.n_modules), int(backbone.out_dim)
-        if self.module_mode == "split":
-            if d % k:
-                raise ValidationError(
-                    f"n_modules: module_mode='split' needs the backbone width {d} to be a "
-                    f"multiple of n_modules={k}")
-            return ModularEncoder(backbone, k=k, module_dim=d // k, mode="split")
-        return ModularEncoder(backbone, k=k, module_dim=max(1, int(self.hidden) // k),
-                              mode="separate")
 
     def _build(self, feature_shape: tuple[int, ...], train: MultiTaskData | None) -> nn.Module:
         self._check_params()
         self.__dict__.pop("inference_", None)
         t = len(self.tasks_set_)
         feat_edges, sem_edges, init = self._edge_sets(train, t)
-        enc = self._make_modular(feature_shape)
+        enc = self._make_modular(feature_shape, int(self.n_modules), self.module_mode)
         k, m = int(enc.k), int(enc.module_dim)
         router = TaskModuleRouter(t, k, m, init=float(self.gate_init), readout="project",
                                   proj_dim=int(self.node_dim))
@@ -229,11 +213,9 @@ class CausalGraph(InvariantEnvironments, GCNet):
                         self._structure_factory(train, sem_edges, feat_edges, init, sem_in),
                         router=router, message_passing=bool(self.message_passing))
         self._step = 0
-        self._envs = None
+        self._inv = RoutingInvariance.from_learner(self, "irmv1")
         if train is not None and self.routing:
-            self._envs = self._setup_envs(train)
-        self._penalty = RouterInvariancePenalty("irmv1", split=bool(self.unbiased_invariance),
-                                                min_rows=float(self.min_env_rows))
+            self._inv.setup(train)
         self._gmtl_state: dict[str, Any] | None = None
         self.__dict__.pop("gmtl_", None)
         return net
@@ -245,21 +227,18 @@ class CausalGraph(InvariantEnvironments, GCNet):
         if net.training:
             self._step += 1
         gates = net.router.gates()
-        lam = self._lambda(step) if self._envs is not None else 0.0
+        lam = self._inv.weight(step)
         logs: dict[str, Any] = {}
         valid = None
         if lam > 0:
-            member, assign, valid = self._batch_assignment(batch, gates.dtype)
+            member, assign, valid = self._inv.assignment(batch, gates.dtype)
         if valid is not None and bool(valid.any()):
-            t, k = gates.shape
-            delta = self._penalty.shift(member.shape[-1], t, k, like=gates)
-            ex_gates = gates * (1.0 + torch.einsum("bte,etk->btk", member, delta))
+            ex_gates, delta = self._inv.dummy_gates(member, gates)
             h, s0, w, s1 = net.states(batch.x, ex_gates, gates)
             out = net.heads(s1)
-            shift = self._penalty.shift(member.shape[-1], t, out.shape[-1], like=out)
-            out_p = out + torch.einsum("bte,etc->btc", member, shift) * net.heads.col_mask
+            out_p, shift = self._inv.dummy_shift(member, out, net.heads.col_mask)
             per = lay.per_example_loss(out_p, batch.y)
-            pen = self._penalty(per, assign, [delta, shift], valid=valid).sum()
+            pen = self._inv.penalty(per, assign, [delta, shift], valid=valid).sum()
         else:
             # no penalty, or an idle one (no environment with min_env_rows in this batch: its
             # value and gradient are exactly 0, so the dummy pass is skipped)
@@ -267,7 +246,7 @@ class CausalGraph(InvariantEnvironments, GCNet):
             out = net.heads(s1)
             per = lay.per_example_loss(out, batch.y)
             pen = None if valid is None else per.new_zeros(())
-        task = self._task_loss(per, batch.y)
+        task = mean_task_loss(per, batch.y)
         loss = task + (self.lambda_prior_l1 * w.mean() if self._prior_on else 0.0)
         logs["task_loss"] = task.detach()
         if self.routing and float(self.sparsity) > 0:
@@ -281,10 +260,8 @@ class CausalGraph(InvariantEnvironments, GCNet):
         if pen is not None:
             loss = loss + lam * pen
             logs["invariance"] = pen.detach()
-            logs["invariance_envs"] = self._valid_share
-            # an idle penalty (no environment counted) does not shrink the task gradients
-            if lam > 1.0:
-                loss = torch.where(self._valid_share > 0, loss / lam, loss)
+            logs["invariance_envs"] = self._inv.valid_share
+            loss = self._inv.renormalize(loss, lam)
         return loss, logs
 
     def _on_epoch_end(self, epoch: int, train: MultiTaskData,

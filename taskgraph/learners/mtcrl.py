@@ -4,7 +4,6 @@ invariance penalty on the routing across environments, as node-level parts of on
 from __future__ import annotations
 
 import builtins
-import warnings
 from typing import Any, ClassVar
 
 import numpy as np
@@ -12,6 +11,12 @@ import torch
 from torch import nn
 
 from taskgraph.data import MultiTaskData
+from taskgraph.environments import (
+    ENV_MODES,
+    RoutingInvariance,
+    check_nonnegative,
+    mean_task_loss,
+)
 from taskgraph.exceptions import ValidationError
 from taskgraph.graph import TaskGraph
 from taskgraph.learners.base import BaseLearner, register
@@ -20,20 +25,12 @@ from taskgraph.nn.routing import GATE_KINDS, READOUTS, SPARSITY_KINDS, TaskModul
 from taskgraph.regularizers import (
     DECORRELATION_KINDS,
     INVARIANCE_KINDS,
-    LabelEnvironments,
-    RouterInvariancePenalty,
-    balance_weights,
-    class_balance_table,
     decorrelation,
-    env_assignment,
-    split_halves,
-    warn_single_environment,
 )
 from taskgraph.tasks import Task, TaskSet
 
-__all__ = ["MTCRL", "InvariantEnvironments"]
+__all__ = ["MTCRL"]
 
-_ENV_MODES = ("auto", "given", "labels", "both")
 
 
 class _MTCRLNet(nn.Module):
@@ -107,139 +104,8 @@ class _MTCRLNet(nn.Module):
         return self.head_out(self.encoder(x), self.router.gates())
 
 
-class InvariantEnvironments:
-    """Environment tables and the invariance weight schedule shared by the learners that put
-    MT-CRL's invariance penalty on task → module routing (``mtcrl``, ``causal_graph``).
-
-    Reads the learner attributes ``invariance``, ``warmup_invariance``, ``warmup_steps``,
-    ``environments``, ``rebalance``, ``max_envs`` and ``tasks_set_``; :meth:`_setup_envs` is
-    called once in ``_build`` and its result stored in ``self._envs``.
-    """
-
-    def _check_invariance_params(self, names: tuple[str, ...]) -> None:
-        """Each attribute in ``names`` is a finite number >= 0; ``warmup_steps`` an integer
-        >= 0 (the message names the argument)."""
-        for name in names:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                    np.isfinite(value) and value >= 0):
-                raise ValidationError(f"{name}: expected a finite number >= 0, got {value!r}")
-        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or (
-                self.warmup_steps < 0):
-            raise ValidationError(
-                f"warmup_steps: expected an integer >= 0, got {self.warmup_steps!r}")
-
-    def _setup_envs(self, train: MultiTaskData) -> dict[str, Any] | None:
-        """Environment tables from the training data, or ``None`` (penalty off, warned)."""
-        if float(self.invariance) == 0 and float(self.warmup_invariance) == 0:
-            return None
-        n_classes = [task.n_states for task in self.tasks_set_]
-        labels = LabelEnvironments(n_classes, max_envs=int(self.max_envs))
-        has_given = train.n_envs >= 2
-        has_labels = bool(labels.active.any())
-        mode = self.environments
-        if mode == "auto":
-            mode = ("both" if has_given and has_labels else "given" if has_given else "labels")
-        if mode in ("given", "both") and not has_given:
-            warn_single_environment(
-                "the training data has " + ("no `env`" if train.env is None else
-                                            "a single environment") + f" (environments={mode!r})")
-            return None
-        if mode in ("labels", "both") and not has_labels:
-            warn_single_environment(
-                "label environments need at least two classification tasks "
-                f"(environments={mode!r})")
-            return None
-        n_given = int(train.env.max()) + 1 if has_given else 1
-        rebalance = (mode != "given") if self.rebalance is None else bool(self.rebalance)
-        envs = {"mode": mode, "labels": labels, "n_given": n_given,
-                "n_envs": n_given * (labels.n_envs if mode != "given" else 1)}
-        codes = self._env_codes(envs, train.y, train.env)
-        envs["table"] = class_balance_table(codes, train.y, n_classes, envs["n_envs"],
-                                            rebalance=rebalance)
-        envs["rows"] = balance_weights(envs["table"], codes, train.y)
-        envs["source"] = train.uid       # the row tables hold for batches of this data only
-        if int((envs["table"].sum(-1) > 0).sum(-1).max()) < 2:
-            warn_single_environment(
-                f"no task has data in two environments (environments={mode!r})")
-            return None
-        return envs
-
-    @staticmethod
-    def _env_codes(envs: dict[str, Any], y: torch.Tensor,
-                   env: torch.Tensor | None) -> torch.Tensor:
-        """Environment of every (example, task) ``[N, T]``; ``-1`` = excluded."""
-        t = y.shape[1]
-        if envs["mode"] == "given":
-            assert env is not None
-            return env[:, None].expand(-1, t)
-        labels: LabelEnvironments = envs["labels"]
-        code = labels.codes(y)
-        if envs["mode"] == "labels":
-            return code
-        assert env is not None
-        # given × label strata; tasks without label strata (regression) keep the given env only
-        active = labels.active.to(y.device)[None, :]
-        given = env[:, None].expand(-1, t) * labels.n_envs
-        return torch.where(active, torch.where(code >= 0, given + code, -1), given)
-
-    # ------------------------------------------------------------------ objective
-    def _batch_envs(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(env [B, T], weight [B, T])`` of a batch: looked up by ``batch.index`` (rows of the
-        training data passed to ``fit``, as the Trainer yields them) in tables computed once in
-        ``fit``, so a step costs one gather; recomputed from the batch when it comes from any
-        other data set (``batch.source``)."""
-        envs = self._envs
-        assert envs is not None
-        idx = getattr(batch, "index", None)
-        rows_env, rows_w = envs["rows"]
-        if idx is not None and getattr(batch, "source", -1) == envs.get("source"):
-            idx = idx.to(rows_env.device)
-            dev = batch.y.device
-            return rows_env[idx].to(dev), rows_w[idx].to(dev)
-        codes = self._env_codes(envs, batch.y, batch.env)
-        return balance_weights(envs["table"], codes, batch.y)
-
-    def _batch_assignment(self, batch: Any, dtype: torch.dtype
-                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(member, assign, valid)`` of a batch: one-hot environment membership and weighted
-        assignment ``[B, T, E]`` (``[B, T, 2E]``, two halves per environment, under
-        ``unbiased_invariance``), and the penalty's ``valid`` mask (:meth:`_counted`)."""
-        env, weight = self._batch_envs(batch)
-        # ids come from the tables built in fit: no per-step range check (a host sync)
-        member = env_assignment(env, int(self._envs["n_envs"]), check=False).to(dtype)
-        assign = member * weight[..., None]
-        if self._penalty.split:
-            member, assign = split_halves(member, assign)
-        return member, assign, self._counted(assign)
-
-    def _counted(self, assign: torch.Tensor) -> torch.Tensor:
-        """The penalty's ``valid`` mask ``[E, T]`` of a batch's assignment; records the share
-        of the (environment, task) pairs with data that count (``self._valid_share``, a scalar
-        tensor logged as ``invariance_envs``) and its running maximum (``self._max_share``),
-        both kept on the device (no host synchronisation per step)."""
-        valid = self._penalty.valid(assign)
-        with torch.no_grad():
-            present = assign.sum(dim=0).T > 0
-            share = (valid & present).sum() / present.sum().clamp_min(1)
-            self._valid_share = share
-            prev = getattr(self, "_max_share", None)
-            self._max_share = share if prev is None else torch.maximum(prev, share)
-        return valid
-
-    @staticmethod
-    def _task_loss(per: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Sum over tasks of the mean loss over observed labels, from per-example losses."""
-        count = (~torch.isnan(y)).sum(dim=0).clamp_min(1)
-        return (per.sum(dim=0) / count).sum()
-
-    def _lambda(self, step: int) -> float:
-        return float(self.warmup_invariance if step < int(self.warmup_steps) else self.invariance)
-
-
-
 @register("mtcrl")
-class MTCRL(InvariantEnvironments, BaseLearner):
+class MTCRL(BaseLearner):
     r"""Multi-task causal representation learning (MT-CRL) on task nodes.
 
     The encoder is split into ``K`` modules :math:`\mathbf{z}_k` (a
@@ -408,12 +274,12 @@ class MTCRL(InvariantEnvironments, BaseLearner):
             "sparsity_kind": (self.sparsity_kind, SPARSITY_KINDS),
             "decorrelation_kind": (self.decorrelation_kind, DECORRELATION_KINDS),
             "invariance_kind": (self.invariance_kind, INVARIANCE_KINDS),
-            "environments": (self.environments, _ENV_MODES),
+            "environments": (self.environments, ENV_MODES),
         }
         for name, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ValidationError(f"{name}: expected one of {allowed}, got {value!r}")
-        self._check_invariance_params(("sparsity", "decorrelation", "invariance",
+        check_nonnegative(self, ("sparsity", "decorrelation", "invariance",
                                        "warmup_invariance", "min_env_rows"))
         if self.graph is not None:
             if not isinstance(self.graph, TaskGraph):
@@ -425,32 +291,12 @@ class MTCRL(InvariantEnvironments, BaseLearner):
                     f"{self.tasks_set_.names} (same names, same order)")
 
     # ------------------------------------------------------------------ building
-    def _make_modular(self, feature_shape: tuple[int, ...]) -> nn.Module:
-        from encoders import ModularEncoder
-
-        if isinstance(self.encoder, ModularEncoder):
-            return self._make_encoder(feature_shape)
-        backbone = self._make_encoder(feature_shape)
-        k = int(self.n_modules)
-        d = int(backbone.out_dim)
-        if self.module_mode == "split":
-            if self.module_dim is not None and int(self.module_dim) * k != d:
-                raise ValidationError(
-                    f"module_dim: module_mode='split' needs n_modules * module_dim == the "
-                    f"backbone width {d}, got {k} * {self.module_dim}")
-            if d % k:
-                raise ValidationError(
-                    f"n_modules: module_mode='split' needs the backbone width {d} to be a "
-                    f"multiple of n_modules={k}")
-            return ModularEncoder(backbone, k=k, module_dim=d // k, mode="split")
-        m = int(self.module_dim) if self.module_dim is not None else max(1, int(self.hidden) // k)
-        return ModularEncoder(backbone, k=k, module_dim=m, mode="separate")
-
     def _build(self, feature_shape: tuple[int, ...], train: MultiTaskData | None) -> nn.Module:
         from taskgraph.nn.message_passing import TaskMessagePassing
 
         self._check_params()
-        encoder = self._make_modular(feature_shape)
+        encoder = self._make_modular(feature_shape, int(self.n_modules), self.module_mode,
+                                     self.module_dim)
         if not hasattr(encoder, "k") or not hasattr(encoder, "module_dim"):
             raise ValidationError("encoder: expected an encoders.ModularEncoder or a backbone")
         k, m = int(encoder.k), int(encoder.module_dim)
@@ -466,14 +312,9 @@ class MTCRL(InvariantEnvironments, BaseLearner):
             edge_index, edge_weight = self.graph.to_edge_index()
         heads = TaskHeads(self.tasks_set_, router.out_dim)
         self._step = 0
-        self._max_share: torch.Tensor | None = None
-        self._idle_checked = False
-        self._envs: dict[str, Any] | None = None
+        self._inv = RoutingInvariance.from_learner(self, self.invariance_kind)
         if train is not None:
-            self._envs = self._setup_envs(train)
-        self._penalty = RouterInvariancePenalty(
-            self.invariance_kind, split=bool(self.unbiased_invariance)
-            and self.invariance_kind == "irmv1", min_rows=float(self.min_env_rows))
+            self._inv.setup(train)
         return _MTCRLNet(encoder, router, heads, mp, edge_index, edge_weight)
 
     def _loss(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -483,12 +324,12 @@ class MTCRL(InvariantEnvironments, BaseLearner):
             self._step += 1
         z = net.encoder(batch.x)
         gates = net.router.gates()
-        lam = self._lambda(step) if self._envs is not None else 0.0
+        lam = self._inv.weight(step)
         if lam > 0:
             task, pen = self._task_and_invariance(net, batch, z, gates)
         else:
             per = self.layout_.per_example_loss(net.head_out(z, gates), batch.y)
-            task, pen = self._task_loss(per, batch.y), None
+            task, pen = mean_task_loss(per, batch.y), None
         loss = task
         logs: dict[str, Any] = {"task_loss": task.detach()}
         if float(self.decorrelation) > 0:
@@ -502,12 +343,10 @@ class MTCRL(InvariantEnvironments, BaseLearner):
         if pen is not None:
             loss = loss + lam * pen
             logs["invariance"] = pen.detach()
-            logs["invariance_envs"] = self._valid_share
+            logs["invariance_envs"] = self._inv.valid_share
             logs["lambda_inv"] = lam
-            # renormalise only when some environment counted: an idle penalty (no environment
-            # with min_env_rows) must not shrink the task gradients by 1/λ
-            if lam > 1.0 and self.renormalize:
-                loss = torch.where(self._valid_share > 0, loss / lam, loss)
+            if self.renormalize:
+                loss = self._inv.renormalize(loss, lam)
         return loss, logs
 
     def _task_and_invariance(self, net: _MTCRLNet, batch: Any, z: torch.Tensor,
@@ -516,18 +355,18 @@ class MTCRL(InvariantEnvironments, BaseLearner):
         neutral values (multipliers 1, shifts 0) the penalty pass *is* the forward pass, so the
         task loss reuses it (unless the penalty is kept off the encoder)."""
         y = batch.y
-        member, assign, valid = self._batch_assignment(batch, gates.dtype)
+        member, assign, valid = self._inv.assignment(batch, gates.dtype)
         if not bool(valid.any()):
             # idle penalty (no environment with min_env_rows in this batch): its value and
             # gradient are exactly 0, so skip the dummy pass
             per = self.layout_.per_example_loss(net.head_out(z, gates), y)
-            return self._task_loss(per, y), per.new_zeros(())
-        if not self._penalty.needs_dummy:
+            return mean_task_loss(per, y), per.new_zeros(())
+        if not self._inv.penalty.needs_dummy:
             per = self.layout_.per_example_loss(net.head_out(z, gates), y)
             per_p = per if self.penalty_through_encoder else self.layout_.per_example_loss(
                 net.head_out(z.detach(), gates), y)
-            return self._task_loss(per, y), self._penalty(per_p, assign, None,
-                                                          valid=valid).sum()
+            return mean_task_loss(per, y), self._inv.penalty(per_p, assign, None,
+                                                             valid=valid).sum()
         if net.mp is None:
             return self._closed_form_invariance(net, z, gates, y, assign, valid)
         return self._dummy_invariance(net, z, gates, y, member, assign, valid)
@@ -538,25 +377,21 @@ class MTCRL(InvariantEnvironments, BaseLearner):
                           ) -> tuple[torch.Tensor, torch.Tensor]:
         """Task loss and IRMv1 / gradient-variance penalty through dummies and a second
         backward pass (any read-out, message passing included)."""
-        n_envs = member.shape[-1]
         # dummies as zero offsets: gates g ⊙ (1 + A δ), intercepts + A u (A: one-hot of env);
         # equal to the plain forward in value, and ∂R_t^e/∂δ_et = ∂R_t^e/∂w_et at w = 1
-        t, k = gates.shape
-        delta = self._penalty.shift(n_envs, t, k, like=gates)
-        ex_gates = gates * (1.0 + torch.einsum("bte,etk->btk", member, delta))
+        ex_gates, delta = self._inv.dummy_gates(member, gates)
         zp = z if self.penalty_through_encoder else z.detach()
         out = net.penalty_out(zp, ex_gates, gates)
         dummies = [delta]
         if self.invariance_intercept:
-            shift = self._penalty.shift(n_envs, t, out.shape[-1], like=out)
-            out = out + torch.einsum("bte,etc->btc", member, shift) * net.heads.col_mask
+            out, shift = self._inv.dummy_shift(member, out, net.heads.col_mask)
             dummies.append(shift)
         per_p = self.layout_.per_example_loss(out, y)
-        pen = self._penalty(per_p, assign, dummies, valid=valid).sum()
+        pen = self._inv.penalty(per_p, assign, dummies, valid=valid).sum()
         if self.penalty_through_encoder:
-            return self._task_loss(per_p, y), pen
+            return mean_task_loss(per_p, y), pen
         per = self.layout_.per_example_loss(net.head_out(z, gates), y)
-        return self._task_loss(per, y), pen
+        return mean_task_loss(per, y), pen
 
     def _closed_form_invariance(self, net: _MTCRLNet, z: torch.Tensor, gates: torch.Tensor,
                                 y: torch.Tensor, assign: torch.Tensor,
@@ -576,7 +411,7 @@ class MTCRL(InvariantEnvironments, BaseLearner):
         p = net.contributions(z)
         out = net.out_from_contributions(p, gates)
         per = self.layout_.per_example_loss(out, y)
-        task = self._task_loss(per, y)
+        task = mean_task_loss(per, y)
         if not self.penalty_through_encoder:
             p = net.contributions(z.detach())
             out = net.out_from_contributions(p, gates)
@@ -590,28 +425,15 @@ class MTCRL(InvariantEnvironments, BaseLearner):
         if self.invariance_intercept:
             grads.append(torch.einsum("bte,btc->etc", norm, dl) * net.heads.col_mask)
         if valid is None:
-            valid = self._penalty.valid(assign)
-        pen = self._penalty.from_gradients(torch.cat(grads, dim=-1), valid)
+            valid = self._inv.penalty.valid(assign)
+        pen = self._inv.penalty.from_gradients(torch.cat(grads, dim=-1), valid)
         return task, pen.sum()
 
     # ------------------------------------------------------------------ hooks
-    def _warn_if_penalty_idle(self, epoch: int) -> None:
-        """After the first epoch in which the penalty was on: warn once when no environment of
-        any batch had ``min_env_rows`` effective rows (the penalty then did nothing)."""
-        if getattr(self, "_max_share", None) is None or getattr(self, "_idle_checked", False):
-            return
-        self._idle_checked = True
-        if float(self._max_share) == 0.0:
-            warnings.warn(
-                f"min_env_rows: no environment had {self.min_env_rows:g} effective rows in any "
-                f"batch of epoch {epoch}, so the invariance penalty did not act; raise "
-                "batch_size, or lower max_envs or min_env_rows (docs/mtcrl.md)", UserWarning,
-                stacklevel=2)
-
     @torch.no_grad()
     def _on_epoch_end(self, epoch: int, train: MultiTaskData,
                       optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
-        self._warn_if_penalty_idle(epoch)
+        self._inv.warn_if_idle(epoch, float(self.min_env_rows))
         g = self.model_.router.routing()
         t, k = g.shape
         if t * k > 64:
@@ -639,8 +461,8 @@ class MTCRL(InvariantEnvironments, BaseLearner):
         meta = {
             "learner": self.name,
             "gate": self.gate,
-            "invariance": self.invariance_kind if self._envs is not None else "off",
-            "environments": self._envs["mode"] if self._envs is not None else "none",
+            "invariance": self.invariance_kind if self._inv.active else "off",
+            "environments": self._inv.envs["mode"] if self._inv.active else "none",
             "given_graph": self.graph is not None,
         }
         return TaskGraph(adjacency, self.tasks_set_.names, routing=routing,
