@@ -442,6 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--verbose", action="store_true", default=None)
     sh.set_defaults(func=cmd_shift)
 
+    from taskgraph.cli_tables import add_parsers
+
+    add_parsers(sub, _device_option)
+
     ls = sub.add_parser("list", help="list registered learners")
     ls.set_defaults(func=lambda a: print("\n".join(__import__("taskgraph").learners.list())) or 0)
     return p
@@ -453,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     from taskgraph.exceptions import TaskGraphError
 
     args = build_parser().parse_args(argv)
+    if hasattr(args, "argv"):          # the exact command, for the reports
+        args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args) or 0)
     except TaskGraphError as exc:

@@ -276,6 +276,8 @@ class MultiTaskData(Dataset):
         out.y = self.y[idx]
         out.env = None if self.env is None else self.env[idx]
         out.do = None if self.do is None else self.do[idx]
+        if "schema" in self.__dict__:
+            out.schema = self.schema
         return out
 
     def select_tasks(self, names: Sequence[str]) -> MultiTaskData:
@@ -348,6 +350,42 @@ class MultiTaskData(Dataset):
                 sampler = SequentialSampler(self)
         batches = BatchSampler(sampler, batch_size=batch_size, drop_last=drop_last)
         return DataLoader(self, sampler=batches, batch_size=None, collate_fn=lambda b: b)
+
+    @classmethod
+    def from_frame(cls, frame: Any, tasks: Sequence[str] | None = None,
+                   features: Sequence[str] | None = None, env: str | None = None,
+                   do: Sequence[str] | None = None, kinds: dict[str, str] | None = None,
+                   schema: Any = None) -> MultiTaskData:
+        """A pandas DataFrame as data: ``tasks`` name the label columns (kinds inferred,
+        ``kinds`` overrides), ``features`` the feature columns (default: all others; text
+        columns are one-hot encoded, numeric ones standardised), ``env`` an environment
+        column, ``do`` one boolean column per task. The fitted
+        :class:`~taskgraph.tables.TableSchema` is kept in ``data.schema`` (and by a learner
+        fitted on it, so its ``predict`` accepts frames); pass ``schema=`` to encode a new
+        table the same way (its label columns may then be absent). Errors name the column."""
+        from taskgraph.tables import TableSchema
+
+        if schema is None:
+            if tasks is None:
+                raise ValidationError("tasks: name the label columns (or pass schema=)")
+            schema = TableSchema.fit(frame, tasks, features, env, do, kinds)
+        elif isinstance(schema, dict):
+            schema = TableSchema.from_dict(schema)
+        enc = schema.transform(frame)
+        y = enc["y"]
+        if y is None:
+            y = np.full((enc["x"].shape[0], len(schema.tasks)), np.nan)
+        data = cls(enc["x"], y, schema.task_set, env=enc["env"], do=enc["do"])
+        data.schema = schema
+        return data
+
+    @classmethod
+    def from_csv(cls, path: Any, tasks: Sequence[str] | None = None, **kwargs: Any
+                 ) -> MultiTaskData:
+        """A CSV/TSV (or parquet, with pyarrow) file as data; see :meth:`from_frame`."""
+        from taskgraph.tables import read_table
+
+        return cls.from_frame(read_table(path), tasks, **kwargs)
 
     def to(self, device: torch.device | str) -> MultiTaskData:
         out = self.subset(torch.arange(len(self)))

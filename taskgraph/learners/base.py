@@ -451,6 +451,7 @@ class BaseLearner:
             verbose=self.verbose,
             checkpoint=checkpoint,
         )
+        self.data_schema_ = getattr(train, "schema", None)
         result = trainer.fit(self, train, val, resume=resume)
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
@@ -487,6 +488,12 @@ class BaseLearner:
     def _check_x(self, x: Any) -> torch.Tensor:
         if isinstance(x, MultiTaskData):
             x = x.x
+        elif type(x).__name__ == "DataFrame":
+            schema = getattr(self, "data_schema_", None)
+            if schema is None:
+                raise ValidationError("x: a DataFrame needs a learner fitted on "
+                                      "MultiTaskData.from_frame (it keeps the encoding)")
+            x = schema.transform(x, labels=False)["x"]
         xt = as_features(x, "x")
         if tuple(xt.shape[1:]) != self.feature_shape_:
             if xt[0].numel() != self.n_features_in_:
@@ -585,6 +592,8 @@ class BaseLearner:
             "task_graph": graph_to_state(self.task_graph_),
             "history": self.history_,
             "extra": self._train_state(),
+            "data_schema": (None if getattr(self, "data_schema_", None) is None
+                            else self.data_schema_.to_dict()),
         }
 
     def save(self, path: str | Path, *, all_ranks: bool = False) -> Path:
@@ -739,4 +748,9 @@ def load_learner(
     learner._load_train_state(state.get("extra", {}))
     learner.history_ = state.get("history", [])
     learner.task_graph_ = graph_from_state(state["task_graph"])
+    schema = state.get("data_schema")
+    if schema is not None:
+        from taskgraph.tables import TableSchema
+
+        learner.data_schema_ = TableSchema.from_dict(schema)
     return learner

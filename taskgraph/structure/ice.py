@@ -498,22 +498,30 @@ def orient_by_likelihood(
     t = len(layout.tasks)
     cur = [tuple(e) for e in edges]
     moves = len(cur) if max_moves is None else max_moves
+    # fitted NLL of every (node, parent set) seen so far: a reversal changes the parents of two
+    # nodes, so after the first round only the fits that involve them are new
+    cache: dict[tuple[int, tuple[int, ...]], float] = {}
     for _ in range(moves):
         if not cur:
             break
         par = torch.zeros(t, t, dtype=torch.bool)
         for i, j in cur:
             par[j, i] = True
-        nodes = [torch.arange(t)]
-        sets = [par.clone()]
+        wanted: list[tuple[int, torch.Tensor]] = [(j, par[j]) for j in range(t)]
         for i, j in cur:            # reversal of i -> j: j loses i, i gains j
             a = par[j].clone()
             a[i] = False
             b = par[i].clone()
             b[j] = True
-            nodes.append(torch.tensor([j, i]))
-            sets.append(torch.stack([a, b]))
-        nll = conditional_nll(layout, x, y, torch.cat(nodes), torch.cat(sets), do=do)
+            wanted += [(j, a), (i, b)]
+        keys = [(node, tuple(torch.nonzero(ps).flatten().tolist())) for node, ps in wanted]
+        new = {k: ps for k, (_, ps) in zip(keys, wanted) if k not in cache}
+        if new:
+            fits = list(new)
+            nll_new = conditional_nll(layout, x, y, torch.tensor([k[0] for k in fits]),
+                                      torch.stack([new[k] for k in fits]), do=do)
+            cache.update(zip(fits, nll_new.tolist()))
+        nll = torch.tensor([cache[k] for k in keys], dtype=torch.float64)
         base = nll[:t]
         alt = nll[t:].reshape(-1, 2)
         gain = []
