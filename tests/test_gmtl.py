@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import taskgraph as tg
 from taskgraph import MultiTaskData, Task, TaskGraph, TaskSet, ValidationError
 from taskgraph.inference import GMTL, ConvergenceWarning, JointPrior
-from taskgraph.inference.gmtl import _loopy_max_product
+from taskgraph.mrf.map import loopy_max_product as _loopy_max_product
 
 FAST = settings(max_examples=40, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
