@@ -91,9 +91,9 @@ def to_device(batch: Batch, device: torch.device | str) -> Batch:
 
 
 def make_adam(groups: Any, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
-    """The Adam every learner trains with: the fused kernel (one update for all parameters,
-    about 3-4x faster than the multi-tensor ``foreach`` path on CPU) when every parameter is a
-    floating tensor on CPU or CUDA, the ``foreach`` path otherwise."""
+    """The Adam every learner trains with: the fused kernel (one update for all parameters)
+    when every parameter is a floating tensor on CPU or CUDA, the multi-tensor ``foreach`` path
+    otherwise."""
     groups = list(groups)
     params = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
     fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda")

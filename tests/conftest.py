@@ -8,7 +8,7 @@ import torch
 matplotlib.use("Agg")
 os.environ.setdefault("MPLBACKEND", "Agg")
 # one thread: tiny test models are dominated by per-op overhead, and 2 threads on a busy
-# 2-core machine made them ~30x slower (measured while the suite was written)
+# 2-core machine oversubscribe the cores and make them many times slower
 torch.set_num_threads(1)
 
 

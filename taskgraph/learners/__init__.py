@@ -5,10 +5,11 @@ Every learner follows the contract in :mod:`taskgraph.learners.base`.
 
 from taskgraph.learners.base import BaseLearner, create, get, list, load_learner, register
 from taskgraph.learners.causal_graph import CausalGraph
-from taskgraph.learners.gcnet import SGNN, SGNNEBM, GCNet
+from taskgraph.learners.gcnet import GCNet
 from taskgraph.learners.hard_sharing import HardSharing
 from taskgraph.learners.mmoe import MMoE
 from taskgraph.learners.mtcrl import MTCRL
+from taskgraph.learners.sgnn import SGNN, SGNNEBM
 from taskgraph.learners.single_task import SingleTask
 from taskgraph.train import Trainer
 

@@ -57,8 +57,9 @@ from taskgraph.environments import RoutingInvariance, check_nonnegative, mean_ta
 from taskgraph.exceptions import ValidationError
 from taskgraph.graph import TaskGraph
 from taskgraph.learners.base import register
-from taskgraph.learners.gcnet import GCNet, _GCNetNet
+from taskgraph.learners.gcnet import GCNet
 from taskgraph.nn.routing import TaskModuleRouter
+from taskgraph.nn.task_graph_net import TaskGraphNet
 from taskgraph.regularizers import decorrelation
 from taskgraph.tasks import Task, TaskSet
 
@@ -209,7 +210,7 @@ class CausalGraph(GCNet):
             with torch.no_grad():
                 router.logits.fill_(40.0)       # sigmoid(40) == 1 in float32
         sem_in = int(np.prod(feature_shape)) if self.sem_unary == "linear" else int(enc.out_dim)
-        net = _GCNetNet(enc, self.tasks_set_, feat_edges, int(router.out_dim), self._prior_on,
+        net = TaskGraphNet(enc, self.tasks_set_, feat_edges, int(router.out_dim), self._prior_on,
                         self._structure_factory(train, sem_edges, feat_edges, init, sem_in),
                         router=router, message_passing=bool(self.message_passing))
         self._step = 0

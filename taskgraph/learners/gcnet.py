@@ -39,96 +39,15 @@ from taskgraph.data import MultiTaskData
 from taskgraph.exceptions import ValidationError
 from taskgraph.graph import TaskGraph
 from taskgraph.learners.base import BaseLearner, register
-from taskgraph.nn.heads import TaskHeads
-from taskgraph.nn.message_passing import TaskMessagePassing
+from taskgraph.nn.task_graph_net import TaskGraphNet
 from taskgraph.structure.causal import CausalStructure, StructureConfig
 from taskgraph.structure.prior import (
-    StructurePriorGenerator,
     candidate_edges,
     uninformative_loss,
 )
 from taskgraph.tasks import Task, TaskSet
 
-__all__ = ["GCNet", "SGNN", "SGNNEBM"]
-
-
-class _GCNetNet(nn.Module):
-    def __init__(self, encoder: nn.Module, tasks: TaskSet, edge_index: torch.Tensor,
-                 node_dim: int, prior: bool,
-                 structure: Callable[[int, int], nn.Module] | None = None,
-                 router: nn.Module | None = None, message_passing: bool = True) -> None:
-        super().__init__()
-        t, d = len(tasks), int(encoder.out_dim)
-        self.encoder = encoder
-        self.register_buffer("edge_index", edge_index)
-        # feature-level edges switched off (0) or on (1): the composed learner restricts
-        # message passing to the learned graph once its structure is frozen
-        self.register_buffer("edge_mask", torch.ones(edge_index.shape[1]))
-        self.router = router
-        if router is None:   # task node states: one linear map of the shared features per task
-            self.node_weight = nn.Parameter(torch.randn(t, d, node_dim) / d ** 0.5)
-            self.node_bias = nn.Parameter(torch.zeros(t, node_dim))
-        else:                # task node states: the gated read-out of the encoder's modules
-            node_dim = int(router.out_dim)
-        # s1 = s0 + ReLU(W_self s0 + sum_i w_ij W_msg s_i): the layer's residual update
-        self.mp = (TaskMessagePassing(node_dim, node_dim, residual=True, act=torch.relu)
-                   if message_passing else None)
-        self.heads = TaskHeads(tasks, node_dim)
-        self.prior = StructurePriorGenerator(t, feat_dim=node_dim) if prior else None
-        self.register_buffer("node_mean", torch.zeros(t, node_dim))
-        # the output-level causal structure (built here, after the feature-level parts, so
-        # parameters are initialised in one fixed order)
-        self.structure = None if structure is None else structure(node_dim, d)
-
-    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
-        CausalStructure.upgrade_keys(state_dict, prefix)
-        # the feature-level edge set may depend on the training data (heuristic candidates):
-        # take its size from the file
-        for name in ("edge_index", "edge_mask"):
-            key = prefix + name
-            if key in state_dict:
-                here = getattr(self, name).device
-                setattr(self, name, state_dict[key].to(here, copy=True))
-        super()._load_from_state_dict(state_dict, prefix, *args)
-
-    def edge_weights(self) -> torch.Tensor:
-        """Feature-level message weights: the prior's causal weights, or 1 (SGNN), times
-        ``edge_mask``."""
-        if self.prior is None:
-            return self.edge_mask
-        return self.prior(self.edge_index, self.node_mean) * self.edge_mask
-
-    def states(self, x: torch.Tensor, gates: torch.Tensor | None = None,
-               plain: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor,
-                                                           torch.Tensor, torch.Tensor]:
-        """``(h, s0, w, s1)``: encoder features ``[B, D]``, task node states ``[B, T, d]``,
-        edge weights ``[E]`` and states after message passing ``[B, T, d]``. With a router,
-        ``gates`` (``[T, K]`` or ``[B, T, K]``) replace its gates for the node's own state and
-        ``plain`` gates build the states its neighbours send (so per-task dummy multipliers on
-        ``gates`` reach only that task's output, as MT-CRL's invariance penalty needs)."""
-        z = self.encoder(x)
-        h = z.reshape(z.shape[0], -1)
-        if self.router is None:
-            s0 = torch.relu(torch.einsum("bd,tdm->btm", h, self.node_weight) + self.node_bias)
-            src = s0
-        else:
-            s0 = self._read(z, gates)
-            src = s0 if plain is None else self._read(z, plain)
-        if self.training and self.prior is not None:
-            with torch.no_grad():  # running mean of node states: the prior's task features
-                self.node_mean.mul_(0.9).add_(0.1 * src.mean(0))
-        w = self.edge_weights()
-        if self.mp is None:
-            return h, s0, w, s0
-        s1 = self.mp(s0, self.edge_index, w, source=src)
-        return h, s0, w, s1
-
-    def _read(self, z: torch.Tensor, gates: torch.Tensor | None) -> torch.Tensor:
-        s = self.router(z, gates)
-        return torch.relu(s) if self.router.readout == "project" else s
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.heads(self.states(x)[3])
+__all__ = ["GCNet"]
 
 
 @register("gcnet")
@@ -316,7 +235,7 @@ class GCNet(BaseLearner):
         feat_edges, sem_edges, init = self._edge_sets(train, t)
         enc = self._make_encoder(feature_shape)
         sem_in = int(np.prod(feature_shape)) if self.sem_unary == "linear" else int(enc.out_dim)
-        return _GCNetNet(enc, self.tasks_set_, feat_edges, int(self.node_dim), self._prior_on,
+        return TaskGraphNet(enc, self.tasks_set_, feat_edges, int(self.node_dim), self._prior_on,
                          self._structure_factory(train, sem_edges, feat_edges, init, sem_in),
                          message_passing=bool(self.message_passing))
 
@@ -495,33 +414,3 @@ class GCNet(BaseLearner):
                              candidates=feat.numpy(),
                              meta={"learner": self.name, "note": "feature-level graph (fixed)"})
         return self._structure.graph(names, {"learner": self.name})
-
-
-@register("sgnn")
-class SGNN(GCNet):
-    """SGNN ablation: message passing with uniform weights on the heuristic (label-correlation)
-    graph; no prior generator, no output SEM, no EBM. ``task_graph_`` is that fixed graph
-    (``learned=False``)."""
-
-    learns_structure = False
-
-    def __init__(self, tasks: TaskSet | builtins.list[Task | str], *,
-                 candidates: Any = "heuristic", prior: bool = False, structure: bool = False,
-                 ebm: bool = False, **kwargs: Any) -> None:
-        super().__init__(tasks, candidates=candidates, prior=prior, structure=structure, ebm=ebm,
-                         **kwargs)
-
-
-@register("sgnn_ebm")
-class SGNNEBM(GCNet):
-    """SGNN-EBM ablation: SGNN plus a causal EBM on the same fixed heuristic graph (uniform
-    edge weights), trained by NCE against factorised noise from the heads' marginals; no learned
-    structure."""
-
-    learns_structure = False
-
-    def __init__(self, tasks: TaskSet | builtins.list[Task | str], *,
-                 candidates: Any = "heuristic", prior: bool = False, structure: bool = False,
-                 ebm: bool = True, **kwargs: Any) -> None:
-        super().__init__(tasks, candidates=candidates, prior=prior, structure=structure, ebm=ebm,
-                         **kwargs)
