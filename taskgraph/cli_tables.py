@@ -69,9 +69,10 @@ def _fit_learner(args: argparse.Namespace, name: str, data: Any) -> tuple[Any, A
 def cmd_fit(args: argparse.Namespace) -> int:
     """Train a learner on a table and write the learner, its task graph in every format, the
     picture, validation metrics per task and ``report.html``."""
-    from taskgraph.report import write_results
+    from taskgraph.report import check_out_dir, write_results
 
     t0 = time.perf_counter()
+    check_out_dir(args.out)
     data = _load_table_data(args)
     learner, val = _fit_learner(args, args.learner, data)
     metrics = learner.evaluate(val)
@@ -124,10 +125,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_discover(args: argparse.Namespace) -> int:
     """Learn only the task graph of a table (PC, GES or DirectLiNGAM on the labels, or gcnet)
     and write the graph files, the picture and ``report.html``."""
-    from taskgraph.report import write_results
+    from taskgraph.report import check_out_dir, write_results
     from taskgraph.structure import discover
 
     t0 = time.perf_counter()
+    check_out_dir(args.out)
     data = _load_table_data(args)
     if args.method == "gcnet":
         learner, _ = _fit_learner(args, "gcnet", data)

@@ -23,7 +23,21 @@ from typing import Any
 from taskgraph._io import json_safe
 from taskgraph.graph import SUPPORTED_FORMATS, TaskGraph
 
-__all__ = ["write_results", "atomic_dir", "render_html", "metrics_rows"]
+__all__ = ["write_results", "atomic_dir", "check_out_dir", "render_html", "metrics_rows"]
+
+
+def check_out_dir(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a results folder: absent, empty, or an earlier result (it holds
+    ``command.txt``); anything else is refused, since the folder is replaced as a whole."""
+    from taskgraph.exceptions import ValidationError
+
+    target = Path(path)
+    if target.exists() and (not target.is_dir() or (
+            any(target.iterdir()) and not (target / "command.txt").is_file())):
+        raise ValidationError(f"--out: {str(target)!r} exists and is not an earlier taskgraph "
+                              "result folder; choose a new or empty folder (it is replaced "
+                              "as a whole)")
+    return target
 
 
 @contextlib.contextmanager
@@ -31,9 +45,12 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``path``; on success it replaces ``path`` (an
     existing folder is swapped out and removed), on an exception it is deleted and ``path`` is
     untouched."""
-    target = Path(path)
+    target = check_out_dir(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)         # mkdtemp makes 0700; a result folder is ordinary
     try:
         yield tmp
     except BaseException:
@@ -54,7 +71,7 @@ def metrics_rows(metrics: Mapping[str, float], kinds: Mapping[str, str]) -> list
     for key, value in metrics.items():
         if "/" not in key:
             continue
-        task, metric = key.split("/", 1)
+        task, metric = key.rsplit("/", 1)
         rows.setdefault(task, {"task": task, "kind": kinds.get(task, "")})[metric] = value
     return list(rows.values())
 

@@ -59,20 +59,26 @@ def read_table(path: str | Path) -> Any:
     if not path.is_file():
         raise ValidationError(f"data: no such file {str(path)!r}")
     name = path.name.lower()
+    sep = "\t" if name.endswith((".tsv", ".tsv.gz")) else ","
     try:
         if name.endswith(".parquet"):
             return pd.read_parquet(path)
-        sep = "\t" if name.endswith((".tsv", ".tsv.gz")) else ","
         frame = pd.read_csv(path, sep=sep)
     except ImportError as exc:
         raise ValidationError(f"data: reading {str(path)!r} needs {exc}") from None
     except Exception as exc:  # noqa: BLE001 - any parser failure is a bad file
         raise ValidationError(f"data: {str(path)!r} is not a readable table: "
                               f"{type(exc).__name__}: {str(exc)[:200]}") from None
-    for col in frame.columns:       # pandas renames a repeated header "a" to "a.1"
-        base, _, suffix = str(col).rpartition(".")
-        if base and suffix.isdigit() and base in frame.columns:
-            raise ValidationError(f"data: column {base!r} appears more than once in "
+    if not name.endswith(".parquet"):   # pandas renames a repeated header: read it as written
+        import csv
+        import gzip
+
+        opener = gzip.open if name.endswith(".gz") else open
+        with opener(path, "rt", newline="", encoding="utf-8", errors="replace") as fh:
+            header = next(csv.reader(fh, delimiter=sep), [])
+        repeated = sorted({h for h in header if header.count(h) > 1})
+        if repeated:
+            raise ValidationError(f"data: column {repeated[0]!r} appears more than once in "
                                   f"{str(path)!r}")
     return frame
 
@@ -106,33 +112,45 @@ class TaskColumn:
     std: float = 1.0
 
 
-def _is_text(series: Any) -> bool:
-    pd = _pandas()
-    return not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series))
+def _class_name(value: Any) -> str:
+    """The name of a label value, the same at fit and encode time whatever the column's dtype:
+    booleans ``"False"``/``"True"``, integral numbers without a decimal point (``1`` and
+    ``1.0`` are ``"1"``), other numbers by ``repr``, anything else by ``str``."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        f = float(value)
+        return str(int(f)) if f.is_integer() else repr(f)
+    return str(value)
 
 
-def _as_text(values: Any) -> list[str]:
-    return [str(v) for v in values]
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_))
+
+
+def _sort_key(name: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(name), name)
+    except ValueError:
+        return (1, 0.0, name)
 
 
 def _infer_kind(name: str, series: Any, kind: str | None) -> TaskColumn:
-    pd = _pandas()
-    obs = series.dropna()
-    if len(obs) == 0:
+    obs = series.dropna().tolist()
+    if not obs:
         raise ValidationError(f"tasks: label column {name!r} has no values")
-    if pd.api.types.is_bool_dtype(obs):
-        obs = obs.astype(int)
-    text = _is_text(obs)
-    distinct = sorted(set(_as_text(obs))) if text else sorted(set(obs.tolist()))
+    distinct = sorted({_class_name(v) for v in obs}, key=_sort_key)
     if len(distinct) < 2:
         raise ValidationError(f"tasks: label column {name!r} has a single value "
                               f"({distinct[0]!r}); a task needs at least two")
+    numeric = all(_is_number(v) for v in obs)
     if kind is None:
         if len(distinct) == 2:
             kind = "binary"
-        elif text:
+        elif not numeric:
             kind = "multiclass"
-        elif all(float(v).is_integer() for v in distinct) and len(distinct) <= MAX_CLASSES:
+        elif all(float(v).is_integer() for v in obs) and len(distinct) <= MAX_CLASSES:
             kind = "multiclass"
         else:
             kind = "regression"
@@ -140,10 +158,10 @@ def _infer_kind(name: str, series: Any, kind: str | None) -> TaskColumn:
         raise ValidationError(f"kinds: {name!r}: expected 'binary', 'multiclass' or "
                               f"'regression', got {kind!r}")
     if kind == "regression":
-        if text:
+        if not numeric:
             raise ValidationError(f"kinds: label column {name!r} holds text; it cannot be a "
                                   f"regression task")
-        values = obs.to_numpy(dtype=np.float64)
+        values = np.asarray(obs, dtype=np.float64)
         if not np.isfinite(values).all():
             raise ValidationError(f"tasks: label column {name!r} has infinite values")
         std = float(values.std())
@@ -152,12 +170,7 @@ def _infer_kind(name: str, series: Any, kind: str | None) -> TaskColumn:
     if kind == "binary" and len(distinct) != 2:
         raise ValidationError(f"kinds: label column {name!r} has {len(distinct)} values; a "
                               f"binary task needs exactly two")
-    return TaskColumn(name, kind, [str(v) if text else _number_name(v) for v in distinct])
-
-
-def _number_name(v: Any) -> str:
-    f = float(v)
-    return str(int(f)) if f.is_integer() else repr(f)
+    return TaskColumn(name, kind, distinct)
 
 
 class TableSchema:
@@ -228,7 +241,7 @@ class TableSchema:
         if env is not None:
             if frame[env].isna().any():
                 raise ValidationError(f"env: column {env!r} has empty cells")
-            env_levels = sorted(set(_as_text(frame[env])))
+            env_levels = sorted({_class_name(v) for v in frame[env].tolist()}, key=_sort_key)
         return cls(task_cols, feat_cols, env, env_levels, None if do is None else list(do))
 
     @staticmethod
@@ -247,7 +260,7 @@ class TableSchema:
             std = float(values.std())
             return FeatureColumn(name, "numeric", float(values.mean()),
                                  std if std > 0 and math.isfinite(std) else 1.0)
-        categories = sorted(set(_as_text(series)))
+        categories = sorted({_class_name(v) for v in series.tolist()}, key=_sort_key)
         if len(categories) > MAX_CATEGORIES:
             raise ValidationError(
                 f"features: column {name!r} is text with {len(categories)} distinct values "
@@ -295,7 +308,7 @@ class TableSchema:
                     raise ValidationError(f"features: column {f.name!r} has infinite values")
                 cols.append(((values - f.mean) / f.std)[:, None])
             else:
-                text = np.asarray(_as_text(series))
+                text = np.asarray([_class_name(v) for v in series.tolist()])
                 unseen = sorted(set(text.tolist()) - set(f.categories))
                 if unseen:
                     warnings.warn(f"features: column {f.name!r} has categories not seen in "
@@ -311,7 +324,7 @@ class TableSchema:
         env = None
         if self.env is not None and self.env in frame.columns:
             levels = {v: i for i, v in enumerate(self.env_levels or [])}
-            text = _as_text(frame[self.env])
+            text = [_class_name(v) for v in frame[self.env].tolist()]
             unknown = sorted(set(text) - set(levels))
             if unknown:
                 raise ValidationError(f"env: column {self.env!r} has values not seen in "
@@ -325,7 +338,6 @@ class TableSchema:
 
     @staticmethod
     def _encode_labels(task: TaskColumn, series: Any) -> np.ndarray:
-        pd = _pandas()
         missing = series.isna().to_numpy()
         if task.kind == "regression":
             try:
@@ -334,10 +346,7 @@ class TableSchema:
                 raise ValidationError(f"tasks: regression column {task.name!r} holds text"
                                       ) from None
             return (values - task.mean) / task.std
-        if pd.api.types.is_bool_dtype(series):
-            series = series.astype("Int64")
-        names = [str(v) if not isinstance(v, (int, float, np.number)) else _number_name(v)
-                 for v in series.where(~series.isna(), 0)]
+        names = [None if miss else _class_name(v) for v, miss in zip(series.tolist(), missing)]
         index = {c: i for i, c in enumerate(task.classes or [])}
         out = np.full(len(series), np.nan)
         bad = []

@@ -209,3 +209,21 @@ def test_structure_every_runs_the_network_once_and_fits_the_sem_on_every_row(nam
     assert calls["states"] == 6
     assert calls["ice"] == 2
     assert calls["sem_rows"] == [(120, 120, 120), (120, 120, None)]
+
+
+def test_structure_every_also_spaces_the_trivial_view_without_structure(small, monkeypatch):
+    """With the prior generator only (structure=False, ebm=False), the trivial view still runs on
+    every ``structure_every``-th batch."""
+    import taskgraph.learners.gcnet as gcnet_mod
+
+    learner = create("gcnet", small.tasks, hidden=16, node_dim=8, structure=False, ebm=False,
+                     structure_every=4, seed=0, verbose=False)
+    learner.fit(small.train, epochs=0)
+    learner.model_.train()
+    calls = []
+    real = gcnet_mod.uninformative_loss
+    monkeypatch.setattr(gcnet_mod, "uninformative_loss",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    for batch in list(small.train.loader(20, shuffle=False))[:8]:
+        learner._loss(batch, epoch=10)[0].backward()
+    assert len(calls) == 2

@@ -240,3 +240,41 @@ def test_files_with_renamed_switches_still_load(mixed_data, tmp_path):
     again = load_learner(path)
     assert again.structure is False and "sem" not in again.get_params()
     assert torch.equal(again.predict(mixed_data.x), learner.predict(mixed_data.x))
+
+
+def test_files_saved_before_the_structure_component_load(mixed_data, tmp_path):
+    """Files written before CausalStructure kept its parameters on the network directly
+    (sem.*, sem_heads.*, ebm_heads.*, pair.*, log_norm.*): they load, same predictions."""
+    learner = create("gcnet", mixed_data.tasks, **FAST).fit(mixed_data)
+    path = learner.save(tmp_path / "m.pt")
+    state = torch.load(path, weights_only=True)
+    state["model"] = {k.replace("structure.", "", 1): v for k, v in state["model"].items()}
+    torch.save(state, path)
+    for mode in ("heads", "sem", "mean_field"):
+        again = load_learner(path)
+        again.inference_ = learner.inference_ = mode
+        torch.testing.assert_close(again.predict_proba(mixed_data.x),
+                                   learner.predict_proba(mixed_data.x))
+
+
+def test_sgnn_ebm_keeps_its_heuristic_edges_through_save_and_load(mixed_data, tmp_path):
+    data = _data_for("sgnn_ebm", mixed_data)
+    learner = create("sgnn_ebm", data.tasks, **FAST, inference_mode="mean_field").fit(data)
+    again = load_learner(learner.save(tmp_path / "m.pt"))
+    assert again.model_.structure.feat_edges.shape == learner.model_.structure.feat_edges.shape
+    torch.testing.assert_close(again.predict_proba(data.x), learner.predict_proba(data.x))
+
+
+def test_a_torch_device_parameter_is_saved_as_its_name(mixed_data, tmp_path):
+    learner = create("hard_sharing", mixed_data.tasks, **{**FAST, "device": torch.device("cpu")})
+    learner.fit(mixed_data, epochs=1)
+    assert load_learner(learner.save(tmp_path / "m.pt")).device == "cpu"
+
+
+def test_small_environments_fall_back_to_an_unstratified_validation_split():
+    g = np.random.default_rng(0)
+    x = g.normal(size=(40, 3)).astype(np.float32)
+    y = (x[:, :2] > 0).astype(float)
+    data = tg.MultiTaskData(x, y, ["a", "b"], env=np.repeat(np.arange(10), 4))
+    learner = create("gcnet", data.tasks, **FAST).fit(data)     # validation_fraction 0.1
+    assert all("val_loss" in row for row in learner.history_)

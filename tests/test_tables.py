@@ -188,3 +188,42 @@ def test_duplicate_headers_and_unreadable_files(tmp_path, capsys):
     assert main(["discover", str(tmp_path / "none.csv"), "--tasks", "b", "--out",
                  str(tmp_path / "o")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_label_names_agree_between_fit_and_new_tables(tmp_path):
+    """Booleans with an empty cell (object dtype), integers read as floats and the same
+    column written without empty cells name their classes the same way."""
+    frame = pd.DataFrame({"x": np.arange(8.0), "flag": [True, False, None, True, False, True,
+                                                          False, True],
+                          "level": [1.0, 2.0, 3.0, None, 1.0, 2.0, 3.0, 1.0]})
+    path = tmp_path / "t.csv"
+    frame.to_csv(path, index=False)
+    data = MultiTaskData.from_csv(path, tasks=["flag", "level"])
+    assert data.schema.tasks[0].classes == ["False", "True"]
+    assert data.schema.tasks[1].classes == ["1", "2", "3"]
+    clean = pd.DataFrame({"x": [0.0, 1.0], "flag": [True, False], "level": [3, 1]})
+    again = MultiTaskData.from_frame(clean, schema=data.schema)
+    assert again.y.tolist() == [[1.0, 2.0], [0.0, 0.0]]
+
+
+def test_out_must_be_new_empty_or_an_earlier_result(csv, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "keep.txt").write_text("my notes")
+    assert main(["discover", str(csv), "--tasks", *TASKS, "--out", str(out)]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "my notes"
+
+
+def test_metric_rows_keep_task_names_with_slashes():
+    from taskgraph.report import metrics_rows
+
+    rows = metrics_rows({"a/b/accuracy": 0.5, "mean": 0.5}, {"a/b": "binary"})
+    assert rows == [{"task": "a/b", "kind": "binary", "accuracy": 0.5}]
+
+
+def test_columns_named_like_pandas_duplicates_are_fine(tmp_path):
+    path = tmp_path / "t.csv"
+    pd.DataFrame({"x": [1.0, 2, 3, 4], "x.1": [0.5, 1, 2, 3], "y": [0, 1, 0, 1]}).to_csv(
+        path, index=False)
+    assert MultiTaskData.from_csv(path, tasks=["y"]).x.shape == (4, 2)

@@ -471,9 +471,12 @@ class BaseLearner:
                           f"no validation or no training rows; training on all rows without "
                           f"model selection", stacklevel=3)
             return train, None
-        fit_part, val_part = train.split([1.0 - float(frac), float(frac)], seed=int(self.seed),
-                                         stratify_env=train.env is not None)
-        return fit_part, val_part
+        fractions = [1.0 - float(frac), float(frac)]
+        try:        # keep every environment's mix in both parts when each is large enough
+            return tuple(train.split(fractions, seed=int(self.seed),
+                                     stratify_env=train.env is not None))
+        except ValidationError:
+            return tuple(train.split(fractions, seed=int(self.seed)))
 
     def _after_fit(self, train: MultiTaskData, val: MultiTaskData | None) -> None:
         """Called at the end of ``fit`` with the data it trained and selected on (``val`` is
@@ -640,6 +643,12 @@ def _is_plain(v: Any) -> bool:
     return False
 
 
+def read_state(path: str | Path, fmt: str = _FORMAT) -> dict[str, Any]:
+    """A saved learner's contents (``torch.load(weights_only=True)``; errors become
+    CheckpointError)."""
+    return read_torch_file(path, fmt)
+
+
 def encode_param(name: str, value: Any) -> tuple[Any, bool]:
     """One constructor argument as a value a ``weights_only`` load reads back: modules as their
     ``config()`` (``{"__encoder__": cfg}``), task graphs as ``{"__taskgraph__": state}``, numpy
@@ -663,6 +672,8 @@ def encode_param(name: str, value: Any) -> tuple[Any, bool]:
         return value.detach().cpu(), False
     if isinstance(value, np.generic):
         return value.item(), False
+    if isinstance(value, torch.device):
+        return str(value), False
     if not _is_plain(value):
         raise ValidationError(
             f"{name}: a {type(value).__name__} cannot be saved (saved learners hold tensors, "

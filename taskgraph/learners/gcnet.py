@@ -50,6 +50,15 @@ from taskgraph.tasks import Task, TaskSet
 __all__ = ["GCNet"]
 
 
+def __getattr__(name: str) -> Any:
+    # SGNN and SGNN-EBM live in taskgraph.learners.sgnn; importable from here as before
+    if name in ("SGNN", "SGNNEBM"):
+        from taskgraph.learners import sgnn
+
+        return getattr(sgnn, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 @register("gcnet")
 class GCNet(BaseLearner):
     r"""GCNet: learned causal task structure (prior generator → message passing → causal EBM
@@ -249,6 +258,7 @@ class GCNet(BaseLearner):
         """Builds the :class:`CausalStructure` inside the network (``None`` when neither the
         SEM nor the EBM is on)."""
         self._trivial_log: builtins.list[torch.Tensor] = []     # the epoch's trivial-view losses
+        self._plain_batches = 0         # batches of the epoch, when there is no structure part
         sem, ebm = bool(self.structure), bool(self.ebm)
         if not (sem or ebm):
             return None
@@ -324,8 +334,9 @@ class GCNet(BaseLearner):
         :class:`CausalStructure` objective, when it says they are due
         (:meth:`CausalStructure.collect`); 0 on the other batches."""
         net, st = self.model_, self.model_.structure
-        if st is None:            # prior generator only
-            due, rows = True, None
+        if st is None:            # prior generator only: the same every-k-th-batch schedule
+            self._plain_batches += 1
+            due, rows = self._plain_batches % int(self.structure_every) == 0, None
         else:
             due, rows = st.collect(batch, out, self._sem_input(batch.x, h))
         if not due:
@@ -375,12 +386,11 @@ class GCNet(BaseLearner):
         if self._trivial_log:
             row["trivial"] = float(sum(self._trivial_log)) / len(self._trivial_log)
         self._trivial_log = []
+        self._plain_batches = 0
         st = self.model_.structure
         if st is None:
             return row
-        do = None if train.do is None else train.do.cpu()
-        return {**row, **st.on_epoch_end(epoch, train.x.cpu(), train.y.cpu(), do,
-                                         self._cpu_layout(), optimizer)}
+        return {**row, **st.on_epoch_end(epoch, train, self._cpu_layout(), optimizer)}
 
     def _after_fit(self, train: MultiTaskData, val: MultiTaskData | None) -> None:
         super()._after_fit(train, val)

@@ -82,6 +82,8 @@ class TaskGraphNet(nn.Module):
             if key in state_dict:
                 here = getattr(self, name).device
                 setattr(self, name, state_dict[key].to(here, copy=True))
+        if self.structure is not None:   # the EBM's edges without SEM are these edges
+            self.structure.feat_edges = self.edge_index.clone()
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     def edge_weights(self) -> torch.Tensor:

@@ -93,7 +93,9 @@ class CausalStructure(nn.Module):
                  sem: bool, ebm: bool, sem_init: torch.Tensor | None, config: StructureConfig,
                  device: Any = "cpu") -> None:
         super().__init__()
-        self.tasks, self.layout, self.config = tasks, layout, config
+        self.tasks, self.config = tasks, config
+        # the learner's layout, shared and moved by the learner: not part of this state dict
+        object.__setattr__(self, "layout", layout)
         self.use_sem, self.use_ebm = bool(sem), bool(ebm)
         self.sem_in = int(sem_in)
         self.sem_heads = TaskHeads(tasks, self.sem_in) if sem else None
@@ -111,6 +113,7 @@ class CausalStructure(nn.Module):
         t = len(tasks)
         self.n_states = torch.tensor([tk.n_classes if tk.is_classification else 1
                                       for tk in tasks])
+        self._n_states_on: torch.Tensor | None = None    # n_states on the data's device
         self.al = AugmentedLagrangian(rho=config.rho, rho_max=config.rho_max,
                                       rho_mult=config.rho_mult)
         self.gen = make_generator(device, int(config.seed) + 17)
@@ -270,7 +273,9 @@ class CausalStructure(nn.Module):
         log_c = self.log_norm(h).squeeze(-1)
         k = max(1, int(cfg.n_negatives))
 
-        n_states = self.n_states.to(y.device)
+        if self._n_states_on is None or self._n_states_on.device != y.device:
+            self._n_states_on = self.n_states.to(y.device)
+        n_states = self._n_states_on
         with torch.no_grad():
             # all K negatives of every row in one draw: K*B rows, row q*B + n is negative q of n
             if self.use_sem:
@@ -321,14 +326,13 @@ class CausalStructure(nn.Module):
         return float(self.sem.neg_log_likelihood(u, y, None, do))
 
     # ------------------------------------------------------------------ schedule
-    def on_epoch_end(self, epoch: int, x: torch.Tensor, y: torch.Tensor,
-                     do: torch.Tensor | None, layout_cpu: OutputLayout,
+    def on_epoch_end(self, epoch: int, train: Any, layout_cpu: OutputLayout,
                      optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
         """Advance the augmented-Lagrangian schedule, freeze the support to a DAG once
         :math:`h(A)` < ``freeze_tol`` (the optimizer's moments of the SEM are then reset), and
-        refresh the causal order the negatives are sampled in. ``x``, ``y``, ``do`` are the
-        training data (on the CPU), used by the likelihood refinement of the frozen order.
-        Returns the epoch's structure logs."""
+        refresh the causal order the negatives are sampled in. ``train`` (a
+        :class:`~taskgraph.data.MultiTaskData`) is read only at the freeze, by the likelihood
+        refinement of the frozen order. Returns the epoch's structure logs."""
         cfg = self.config
         self._buffer = []
         n = self._logs.pop("_n", 0.0)
@@ -342,7 +346,9 @@ class CausalStructure(nn.Module):
         if epoch >= cfg.al_warmup and not sem.frozen:
             self.al.update(hval)
             if hval < cfg.freeze_tol:
-                sem.freeze_support(self.frozen_order(x, y, do, layout_cpu))
+                do = None if train.do is None else train.do.cpu()
+                sem.freeze_support(self.frozen_order(train.x.cpu(), train.y.cpu(), do,
+                                                     layout_cpu))
                 # forget Adam's moments of the constrained phase (huge penalty gradients would
                 # otherwise freeze the refit for ~1/(1-beta2) steps)
                 if optimizer is not None:
@@ -386,7 +392,9 @@ class CausalStructure(nn.Module):
         too); before, the graph of the edges above ``threshold``."""
         sem = self.sem
         gens, mask = sem.dag_order(0.0 if sem.frozen else self.config.threshold)
-        self.generations, self.edge_mask = gens, mask.float()
+        device = sem.weight.device      # kept where the sampling runs: no copy per step
+        self.generations = [g.to(device) for g in gens]
+        self.edge_mask = mask.float()
 
     # ------------------------------------------------------------------ read-outs
     @torch.no_grad()
