@@ -41,10 +41,7 @@ from taskgraph.graph import TaskGraph
 from taskgraph.learners.base import BaseLearner, register
 from taskgraph.nn.task_graph_net import TaskGraphNet
 from taskgraph.structure.causal import CausalStructure, StructureConfig
-from taskgraph.structure.prior import (
-    candidate_edges,
-    uninformative_loss,
-)
+from taskgraph.structure.prior import structure_edge_sets, uninformative_loss
 from taskgraph.tasks import Task, TaskSet
 
 __all__ = ["GCNet"]
@@ -207,35 +204,14 @@ class GCNet(BaseLearner):
         if self.graph is not None and not isinstance(self.graph, TaskGraph):
             raise ValidationError(f"graph: expected a TaskGraph, got {type(self.graph).__name__}")
 
-    def _feature_edges(self, train: MultiTaskData | None, t: int) -> torch.Tensor:
-        names = self.tasks_set_.names
-        spec = self.candidates
-        if self.graph is not None:
-            if self.graph.names != names:
-                raise ValidationError(f"graph: its tasks {self.graph.names} differ from the "
-                                      f"learner's {names}")
-            if isinstance(spec, str) and spec == "auto":
-                spec = self.graph
-        if isinstance(spec, str) and spec == "auto":
-            spec = "all" if t <= self.dense_limit else "heuristic"
-        if isinstance(spec, str) and spec == "heuristic" and train is None:
-            # loading: the edges are restored from the state dict right after
-            return torch.zeros(2, 0, dtype=torch.long)
-        y = None if train is None else train.y
-        return candidate_edges(spec, t, y=y, k=self.k_candidates, names=names)
-
     def _edge_sets(self, train: MultiTaskData | None, t: int
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """``(feature-level edges, output-level SEM edges, initial SEM weights or None)``."""
-        feat_edges = self._feature_edges(train, t)
-        # the output-level search space: all pairs for small T, the feature edges otherwise
-        sem_edges = candidate_edges("all", t) if t <= self.dense_limit else feat_edges
-        init = None
-        if self.graph is not None and self.structure:
-            a = torch.as_tensor(self.graph.adjacency != 0)
-            init = torch.where(a[sem_edges[0], sem_edges[1]], torch.tensor(0.5),
-                               torch.tensor(0.0))
-        return feat_edges, sem_edges, init
+        """``(feature-level edges, output-level SEM edges, initial SEM weights or None)``
+        (:func:`~taskgraph.structure.prior.structure_edge_sets`)."""
+        return structure_edge_sets(
+            self.candidates, self.graph, self.tasks_set_.names, y=None if train is None
+            else train.y, loading=train is None, k=int(self.k_candidates),
+            dense_limit=int(self.dense_limit), structure=bool(self.structure))
 
     def _build(self, feature_shape: tuple[int, ...], train: MultiTaskData | None) -> nn.Module:
         self._check_params()
@@ -294,14 +270,8 @@ class GCNet(BaseLearner):
             return net(x)
         h, _, _, s1 = net.states(x)
         out = net.heads(s1)
-        lay = self.layout_
         u = self._sem_unary(x, h) if mode == "sem" else None
-        marg = self._structure.marginals(mode, u, s1, int(self.seed))
-        lp = marg.clamp_min(1e-12).log()
-        binary = (lp[..., 1] - lp[..., 0])[..., None].expand_as(lp)
-        cls_out = torch.where(lay.is_binary[:, None], binary, lp)[..., : out.shape[-1]]
-        reg_out = marg[..., : out.shape[-1]] if mode == "sem" else out
-        return torch.where(lay.is_reg[:, None], reg_out, cls_out)
+        return self._structure.head_outputs(mode, u, s1, out, int(self.seed))
 
     def _choose_inference(self, val: MultiTaskData | None) -> str:
         """``inference_mode="auto"``: the mode with the lowest validation task loss among the

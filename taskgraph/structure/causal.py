@@ -418,6 +418,20 @@ class CausalStructure(nn.Module):
         return self.mrf.gibbs(phi, psi, n_sweeps=50, burn_in=10, generator=gen)
 
     @torch.no_grad()
+    def head_outputs(self, mode: str, u: torch.Tensor | None, s1: torch.Tensor,
+                     out: torch.Tensor, seed: int) -> torch.Tensor:
+        """:meth:`marginals` in the heads' output format ``[B, T, C_max]`` (binary: the logit;
+        multiclass: log-probabilities; regression: the SEM's conditional mean in ``"sem"`` mode,
+        the heads' value otherwise), so a learner's predictions read them as its heads'."""
+        lay = self.layout
+        marg = self.marginals(mode, u, s1, seed)
+        lp = marg.clamp_min(1e-12).log()
+        binary = (lp[..., 1] - lp[..., 0])[..., None].expand_as(lp)
+        cls_out = torch.where(lay.is_binary[:, None], binary, lp)[..., : out.shape[-1]]
+        reg_out = marg[..., : out.shape[-1]] if mode == "sem" else out
+        return torch.where(lay.is_reg[:, None], reg_out, cls_out)
+
+    @torch.no_grad()
     def graph(self, names: list[str], meta: dict[str, Any]) -> TaskGraph:
         """The learned task graph: :math:`A` with ``|A| > threshold``, made a DAG by dropping
         the weakest edge of any remaining cycle; ``raw`` keeps every signed weight and

@@ -21,6 +21,7 @@ correlation (top-``k`` partners per task), or a user-given :class:`~taskgraph.gr
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,7 +31,7 @@ from taskgraph.graph import TaskGraph
 from taskgraph.nn.heads import OutputLayout
 
 __all__ = ["StructurePriorGenerator", "uninformative_loss", "candidate_edges",
-           "label_correlation", "all_pairs"]
+           "structure_edge_sets", "label_correlation", "all_pairs"]
 
 
 def all_pairs(n: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -118,6 +119,40 @@ def candidate_edges(
     if bool((ei[0] == ei[1]).any()):
         raise ValidationError("candidates: self-loops are not allowed")
     return ei
+
+
+def structure_edge_sets(
+    candidates: Any, graph: TaskGraph | None, names: list[str], *, y: torch.Tensor | None,
+    loading: bool, k: int, dense_limit: int, structure: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """GCNet's edge sets: ``(feature-level edges, output-level SEM edges, initial SEM weights or
+    None)``.
+
+    The feature level uses ``candidates`` (``"auto"``: a given ``graph``, else all pairs up to
+    ``dense_limit`` tasks and the heuristic above); the SEM searches all pairs up to
+    ``dense_limit`` tasks (so it may add edges a sparse feature graph missed) and the feature
+    edges above. A given ``graph``'s edges start at SEM weight 0.5. When ``loading``, heuristic
+    edges are left empty (the state dict restores them)."""
+    t = len(names)
+    spec = candidates
+    if graph is not None:
+        if graph.names != names:
+            raise ValidationError(f"graph: its tasks {graph.names} differ from the learner's "
+                                  f"{names}")
+        if isinstance(spec, str) and spec == "auto":
+            spec = graph
+    if isinstance(spec, str) and spec == "auto":
+        spec = "all" if t <= dense_limit else "heuristic"
+    if isinstance(spec, str) and spec == "heuristic" and loading:
+        feat_edges = torch.zeros(2, 0, dtype=torch.long)
+    else:
+        feat_edges = candidate_edges(spec, t, y=y, k=k, names=names)
+    sem_edges = candidate_edges("all", t) if t <= dense_limit else feat_edges
+    init = None
+    if graph is not None and structure:
+        a = torch.as_tensor(graph.adjacency != 0)
+        init = torch.where(a[sem_edges[0], sem_edges[1]], torch.tensor(0.5), torch.tensor(0.0))
+    return feat_edges, sem_edges, init
 
 
 class StructurePriorGenerator(nn.Module):
