@@ -21,6 +21,7 @@ from taskgraph.exceptions import ValidationError
 from taskgraph.graph import TaskGraph
 from taskgraph.learners.base import BaseLearner, register
 from taskgraph.nn.heads import TaskHeads
+from taskgraph.nn.routed_net import RoutedTaskNet
 from taskgraph.nn.routing import GATE_KINDS, READOUTS, SPARSITY_KINDS, TaskModuleRouter
 from taskgraph.regularizers import (
     DECORRELATION_KINDS,
@@ -31,77 +32,6 @@ from taskgraph.tasks import Task, TaskSet
 
 __all__ = ["MTCRL"]
 
-
-
-class _MTCRLNet(nn.Module):
-    """encoder → z[B, K, m] → router → s[B, T, d] → (message passing) → heads."""
-
-    def __init__(self, encoder: nn.Module, router: TaskModuleRouter, heads: TaskHeads,
-                 mp: nn.Module | None, edge_index: torch.Tensor,
-                 edge_weight: torch.Tensor) -> None:
-        super().__init__()
-        self.encoder, self.router, self.heads, self.mp = encoder, router, heads, mp
-        self.register_buffer("edge_index", edge_index)
-        self.register_buffer("edge_weight", edge_weight)
-        self.register_buffer("no_edges", torch.zeros(2, 0, dtype=torch.long))
-
-    @property
-    def fused(self) -> bool:
-        """Without message passing, concat read-out and linear heads fold into one contraction
-        (no ``[B, T, K·m]`` state tensor is built)."""
-        return self.mp is None and self.router.readout == "concat"
-
-    def _fused_heads(self, z: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
-        r"""``heads(router(z, gates))`` for the concat read-out, computed as
-        :math:`o_{btc} = \sum_{k} g_{btk} \sum_m z_{bkm} W_{t,km,c} + b_{tc}`."""
-        h = self.heads
-        t, _, c = h.weight.shape
-        w = h.weight.view(t, z.shape[1], z.shape[2], c)
-        if gates.dim() == 2:
-            out = torch.einsum("bkm,tkmc->btc", z, w * gates[:, :, None, None])
-        else:
-            out = torch.einsum("btk,btkc->btc", gates, torch.einsum("bkm,tkmc->btkc", z, w))
-        return (out + h.bias) * h.col_mask
-
-    def contributions(self, z: torch.Tensor) -> torch.Tensor:
-        r"""Ungated head contribution of every module to every task output, without message
-        passing: :math:`P_{btkc} = \sum_m z_{bkm} W_{t,(k,m),c}` (concat) or
-        :math:`\sum_m z_{bkm} W_{t,m,c}` (sum), so that
-        ``heads(router(z, g)) = Σ_k g[..., k] P[..., k, :] + bias`` (times the column mask).
-        ``[B, T, K, C_max]``."""
-        h = self.heads
-        t, _, c = h.weight.shape
-        if self.router.readout == "concat":
-            w = h.weight.view(t, z.shape[1], z.shape[2], c)
-            return torch.einsum("bkm,tkmc->btkc", z, w)
-        return torch.einsum("bkm,tmc->btkc", z, h.weight)
-
-    def out_from_contributions(self, p: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
-        """Head outputs ``[B, T, C_max]`` from :meth:`contributions` and gates ``[T, K]``."""
-        return (torch.einsum("tk,btkc->btc", gates, p) + self.heads.bias) * self.heads.col_mask
-
-    def head_out(self, z: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
-        if self.fused:
-            return self._fused_heads(z, gates)
-        s = self.router(z, gates)
-        if self.mp is not None:
-            s = self.mp(s, self.edge_index, self.edge_weight)
-        return self.heads(s)
-
-    def penalty_out(self, z: torch.Tensor, gates: torch.Tensor,
-                    plain: torch.Tensor) -> torch.Tensor:
-        """Head outputs where task ``t`` reads its *own* state through ``gates`` (per example,
-        carrying the dummy multipliers) and its neighbours' messages through the ``plain``
-        gates, so the dummy of task ``t`` only reaches task ``t``'s risk: exact per-task
-        IRMv1 gradients under message passing (``s' = W_self s + Σ w W_msg s_i``)."""
-        if self.mp is None:
-            return self.head_out(z, gates)
-        own = self.mp(self.router(z, gates), self.no_edges)
-        return self.heads(own + self.mp.messages(self.router(z, plain), self.edge_index,
-                                                 self.edge_weight))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head_out(self.encoder(x), self.router.gates())
 
 
 @register("mtcrl")
@@ -315,10 +245,10 @@ class MTCRL(BaseLearner):
         self._inv = RoutingInvariance.from_learner(self, self.invariance_kind)
         if train is not None:
             self._inv.setup(train)
-        return _MTCRLNet(encoder, router, heads, mp, edge_index, edge_weight)
+        return RoutedTaskNet(encoder, router, heads, mp, edge_index, edge_weight)
 
     def _loss(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        net: _MTCRLNet = self.model_
+        net: RoutedTaskNet = self.model_
         step = self._step
         if net.training:
             self._step += 1
@@ -349,7 +279,7 @@ class MTCRL(BaseLearner):
                 loss = self._inv.renormalize(loss, lam)
         return loss, logs
 
-    def _task_and_invariance(self, net: _MTCRLNet, batch: Any, z: torch.Tensor,
+    def _task_and_invariance(self, net: RoutedTaskNet, batch: Any, z: torch.Tensor,
                              gates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Task loss and invariance penalty from one read-out pass: with the dummies at their
         neutral values (multipliers 1, shifts 0) the penalty pass *is* the forward pass, so the
@@ -371,7 +301,7 @@ class MTCRL(BaseLearner):
             return self._closed_form_invariance(net, z, gates, y, assign, valid)
         return self._dummy_invariance(net, z, gates, y, member, assign, valid)
 
-    def _dummy_invariance(self, net: _MTCRLNet, z: torch.Tensor, gates: torch.Tensor,
+    def _dummy_invariance(self, net: RoutedTaskNet, z: torch.Tensor, gates: torch.Tensor,
                           y: torch.Tensor, member: torch.Tensor, assign: torch.Tensor,
                           valid: torch.Tensor | None = None
                           ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -393,7 +323,7 @@ class MTCRL(BaseLearner):
         per = self.layout_.per_example_loss(net.head_out(z, gates), y)
         return mean_task_loss(per, y), pen
 
-    def _closed_form_invariance(self, net: _MTCRLNet, z: torch.Tensor, gates: torch.Tensor,
+    def _closed_form_invariance(self, net: RoutedTaskNet, z: torch.Tensor, gates: torch.Tensor,
                                 y: torch.Tensor, assign: torch.Tensor,
                                 valid: torch.Tensor | None = None
                                 ) -> tuple[torch.Tensor, torch.Tensor]:
