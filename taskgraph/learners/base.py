@@ -125,6 +125,15 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
+def check_choices(owner: Any, choices: dict[str, tuple[Any, ...]]) -> None:
+    """Each attribute named in ``choices`` holds one of its allowed values (the error names the
+    argument and lists them)."""
+    for name, allowed in choices.items():
+        value = getattr(owner, name)
+        if value not in allowed:
+            raise ValidationError(f"{name}: expected one of {allowed}, got {value!r}")
+
+
 def check_common_params(learner: BaseLearner) -> None:
     """Validate the constructor arguments every learner shares (called by ``fit``: the
     constructor only stores them, as in scikit-learn). Each error names the argument."""

@@ -56,7 +56,7 @@ from taskgraph.data import MultiTaskData
 from taskgraph.environments import RoutingInvariance, check_nonnegative, mean_task_loss
 from taskgraph.exceptions import ValidationError
 from taskgraph.graph import TaskGraph
-from taskgraph.learners.base import register
+from taskgraph.learners.base import check_choices, register
 from taskgraph.learners.gcnet import GCNet
 from taskgraph.nn.routing import TaskModuleRouter
 from taskgraph.nn.task_graph_net import TaskGraphNet
@@ -180,15 +180,8 @@ class CausalGraph(GCNet):
                                   "structure's interventions; with structure=False pass "
                                   "ebm=False")
         super()._check_params()
-        if self.module_mode not in ("split", "separate"):
-            raise ValidationError(f"module_mode: expected 'split' or 'separate', got "
-                                  f"{self.module_mode!r}")
-        if self.mp_graph not in ("learned", "prior"):
-            raise ValidationError(f"mp_graph: expected 'learned' or 'prior', got "
-                                  f"{self.mp_graph!r}")
-        if self.gmtl is not None and self.gmtl not in _GMTL_MODES:
-            raise ValidationError(f"gmtl: expected one of {_GMTL_MODES} or None, got "
-                                  f"{self.gmtl!r}")
+        check_choices(self, {"module_mode": ("split", "separate"),
+                             "mp_graph": ("learned", "prior"), "gmtl": (*_GMTL_MODES, None)})
         if self.gmtl == "graph" and not self.structure:
             raise ValidationError("gmtl: 'graph' factorises the prior over the learned graph; "
                                   "it needs structure=True")

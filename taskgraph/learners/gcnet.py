@@ -38,7 +38,7 @@ from torch import nn
 from taskgraph.data import MultiTaskData
 from taskgraph.exceptions import ValidationError
 from taskgraph.graph import TaskGraph
-from taskgraph.learners.base import BaseLearner, register
+from taskgraph.learners.base import BaseLearner, check_choices, register
 from taskgraph.nn.task_graph_net import TaskGraphNet
 from taskgraph.structure.causal import CausalStructure, StructureConfig
 from taskgraph.structure.prior import structure_edge_sets, uninformative_loss
@@ -177,21 +177,12 @@ class GCNet(BaseLearner):
 
     # ------------------------------------------------------------------ building
     def _check_params(self) -> None:
-        modes = ("auto", "heads", "sem", "mean_field", "gibbs")
-        if self.inference_mode not in modes:
-            raise ValidationError(f"inference_mode: expected one of {modes}, got "
-                                  f"{self.inference_mode!r}")
+        check_choices(self, {"inference_mode": ("auto", "heads", "sem", "mean_field", "gibbs"),
+                             "acyclicity": ("expm", "poly", "sparse"),
+                             "sem_unary": ("linear", "encoder"),
+                             "ice_kind": ("binary", "ranking")})
         if self.inference_mode == "sem" and not self.structure:
             raise ValidationError("inference_mode: 'sem' needs structure=True")
-        if self.acyclicity not in ("expm", "poly", "sparse"):
-            raise ValidationError(f"acyclicity: expected 'expm', 'poly' or 'sparse', got "
-                                  f"{self.acyclicity!r}")
-        if self.sem_unary not in ("linear", "encoder"):
-            raise ValidationError(f"sem_unary: expected 'linear' or 'encoder', got "
-                                  f"{self.sem_unary!r}")
-        if self.ice_kind not in ("binary", "ranking"):
-            raise ValidationError(f"ice_kind: expected 'binary' or 'ranking', got "
-                                  f"{self.ice_kind!r}")
         if not isinstance(self.structure_every, int) or self.structure_every < 1:
             raise ValidationError(f"structure_every: expected a positive integer, got "
                                   f"{self.structure_every!r}")

@@ -19,7 +19,7 @@ from taskgraph.environments import (
 )
 from taskgraph.exceptions import ValidationError
 from taskgraph.graph import TaskGraph
-from taskgraph.learners.base import BaseLearner, register
+from taskgraph.learners.base import BaseLearner, check_choices, register
 from taskgraph.nn.heads import TaskHeads
 from taskgraph.nn.routed_net import RoutedTaskNet
 from taskgraph.nn.routing import GATE_KINDS, READOUTS, SPARSITY_KINDS, TaskModuleRouter
@@ -197,18 +197,10 @@ class MTCRL(BaseLearner):
 
     # ------------------------------------------------------------------ checks
     def _check_params(self) -> None:
-        choices = {
-            "module_mode": (self.module_mode, ("split", "separate")),
-            "gate": (self.gate, GATE_KINDS),
-            "readout": (self.readout, READOUTS),
-            "sparsity_kind": (self.sparsity_kind, SPARSITY_KINDS),
-            "decorrelation_kind": (self.decorrelation_kind, DECORRELATION_KINDS),
-            "invariance_kind": (self.invariance_kind, INVARIANCE_KINDS),
-            "environments": (self.environments, ENV_MODES),
-        }
-        for name, (value, allowed) in choices.items():
-            if value not in allowed:
-                raise ValidationError(f"{name}: expected one of {allowed}, got {value!r}")
+        check_choices(self, {"module_mode": ("split", "separate"), "gate": GATE_KINDS,
+                             "readout": READOUTS, "sparsity_kind": SPARSITY_KINDS,
+                             "decorrelation_kind": DECORRELATION_KINDS,
+                             "invariance_kind": INVARIANCE_KINDS, "environments": ENV_MODES})
         check_nonnegative(self, ("sparsity", "decorrelation", "invariance",
                                        "warmup_invariance", "min_env_rows"))
         if self.graph is not None:
