@@ -106,14 +106,26 @@ class TaskMessagePassing(MessagePassing):
         n = s.shape[-2]
         if edge_weight is None:
             edge_weight = s.new_ones(edge_index.shape[1])
-        elif not isinstance(edge_weight, torch.Tensor):
-            edge_weight = s.new_full((edge_index.shape[1],), float(edge_weight))
         x = self.lin_msg(s)
         if not (self.fused if fused is None else fused):
             return self.propagate(edge_index, x=x, edge_weight=edge_weight, size=(n, n))
-        ei, perm = EdgeIndex(edge_index, sparse_size=(n, n)).sort_by("col")
+        ei, perm = self._sorted(edge_index, n)
         w = edge_weight if perm is None else edge_weight[perm]
         return self.propagate(ei, x=x, edge_weight=w)
+
+    def _sorted(self, edge_index: torch.Tensor, n: int
+                ) -> tuple[EdgeIndex, torch.Tensor | None]:
+        """``edge_index`` as an :class:`~torch_geometric.EdgeIndex` sorted by target and the
+        permutation that sorts it. The edges of a model are a fixed buffer, so the sort of the
+        last edge tensor seen is kept (keyed by the tensor itself and its version counter, so
+        an edited or replaced edge set is sorted anew)."""
+        cached = self.__dict__.get("_sorted_edges")
+        if (cached is None or cached[0] is not edge_index
+                or cached[1] != (edge_index._version, n)):
+            ei, perm = EdgeIndex(edge_index, sparse_size=(n, n)).sort_by("col")
+            cached = (edge_index, (edge_index._version, n), ei, perm)
+            self.__dict__["_sorted_edges"] = cached   # plain attribute: not module state
+        return cached[2], cached[3]
 
     def message(self, x_j: torch.Tensor, edge_weight: torch.Tensor) -> torch.Tensor:
         """One edge's message :math:`w_{ij} \\mathbf{W}_{\\text{msg}} \\mathbf{s}_i`
