@@ -76,6 +76,10 @@ def metrics_rows(metrics: Mapping[str, float], kinds: Mapping[str, str]) -> list
     return list(rows.values())
 
 
+def _metric_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    return ["task", "kind"] + sorted({k for r in rows for k in r} - {"task", "kind"})
+
+
 def _table_html(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     def cell(v: Any) -> str:
         if isinstance(v, float):
@@ -117,8 +121,7 @@ def render_html(*, title: str, command: str, png: bytes | None, graph: TaskGraph
     parts.append("<h2>Edges</h2>")
     parts.append(_table_html(edges, edge_cols) if edges else "<p>No edges.</p>")
     if metrics:
-        cols = ["task", "kind"] + sorted({k for r in metrics for k in r} - {"task", "kind"})
-        parts += ["<h2>Validation metrics</h2>", _table_html(metrics, cols)]
+        parts += ["<h2>Validation metrics</h2>", _table_html(metrics, _metric_columns(metrics))]
     parts.append(f"<p><small>Written {time.strftime('%Y-%m-%d %H:%M')} by taskgraph.</small>"
                  f"</p></body></html>")
     return "\n".join(parts)
@@ -144,8 +147,8 @@ def write_results(out: str | os.PathLike[str], *, graph: TaskGraph, command: str
         if metrics is not None:
             (tmp / "metrics.json").write_text(json.dumps(json_safe(dict(metrics)), indent=2,
                                                          sort_keys=True))
-            cols = ["task", "kind"] + sorted({k for r in rows for k in r} - {"task", "kind"})
-            (tmp / "metrics.txt").write_text(format_table(rows, cols, floatfmt=".4f") + "\n")
+            (tmp / "metrics.txt").write_text(
+                format_table(rows, _metric_columns(rows), floatfmt=".4f") + "\n")
         (tmp / "command.txt").write_text(command + "\n")
         (tmp / "report.html").write_text(render_html(
             title=title, command=command, png=png, graph=graph, metrics=rows,

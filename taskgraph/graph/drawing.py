@@ -15,7 +15,7 @@ import os
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 import numpy as np
@@ -37,6 +37,13 @@ NEG_COLOR = "#d62728"
 ROUTING_COLOR = "#7f7f7f"
 TASK_FILL = "#cfe2f3"
 MODULE_FILL = "#fce5cd"
+
+
+def _draw_nodes(ax: Axes, xy: list[Any], size: float, marker: str, fill: str) -> None:
+    """One scatter of nodes (tasks: circles, modules: squares) above the edges."""
+    arr = np.array(xy)
+    ax.scatter(arr[:, 0], arr[:, 1], s=size, marker=marker, c=fill, edgecolors="black",
+               linewidths=1.0, zorder=3, clip_on=False)
 
 
 def plot(
@@ -128,30 +135,8 @@ def plot(
                     zorder=1,
                 )
             )
-        mxy = np.array([pos[m] for m in graph._modules])
-        ax.scatter(
-            mxy[:, 0],
-            mxy[:, 1],
-            s=node_size,
-            marker="s",
-            c=MODULE_FILL,
-            edgecolors="black",
-            linewidths=1.0,
-            zorder=3,
-            clip_on=False,
-        )
-    txy = np.array([pos[n] for n in graph._names])
-    ax.scatter(
-        txy[:, 0],
-        txy[:, 1],
-        s=node_size,
-        marker="o",
-        c=TASK_FILL,
-        edgecolors="black",
-        linewidths=1.0,
-        zorder=3,
-        clip_on=False,
-    )
+        _draw_nodes(ax, [pos[m] for m in graph._modules], node_size, "s", MODULE_FILL)
+    _draw_nodes(ax, [pos[n] for n in graph._names], node_size, "o", TASK_FILL)
     labelled = list(graph._names) + (list(graph._modules) if draw_modules else [])
     for name in labelled:
         x, y = pos[name]

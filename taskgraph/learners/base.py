@@ -24,6 +24,7 @@ import copy
 import inspect
 import math
 import numbers
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar
@@ -123,6 +124,12 @@ def graph_from_state(state: dict[str, Any]) -> TaskGraph:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_frame(x: Any) -> bool:
+    """Whether ``x`` is a pandas DataFrame (pandas is not imported for the check)."""
+    pd = sys.modules.get("pandas")
+    return pd is not None and isinstance(x, pd.DataFrame)
 
 
 def check_choices(owner: Any, choices: dict[str, tuple[Any, ...]]) -> None:
@@ -500,7 +507,7 @@ class BaseLearner:
     def _check_x(self, x: Any) -> torch.Tensor:
         if isinstance(x, MultiTaskData):
             x = x.x
-        elif type(x).__name__ == "DataFrame":
+        elif _is_frame(x):
             schema = getattr(self, "data_schema_", None)
             if schema is None:
                 raise ValidationError("x: a DataFrame needs a learner fitted on "
