@@ -224,7 +224,8 @@ class GCNet(BaseLearner):
                            ) -> Callable[[int, int], nn.Module] | None:
         """Builds the :class:`CausalStructure` inside the network (``None`` when neither the
         SEM nor the EBM is on)."""
-        self._trivial_log: builtins.list[torch.Tensor] = []     # the epoch's trivial-view losses
+        self._trivial_sum: torch.Tensor | None = None    # the epoch's trivial-view losses, summed
+        self._trivial_n = 0
         self._plain_batches = 0         # batches of the epoch, when there is no structure part
         sem, ebm = bool(self.structure), bool(self.ebm)
         if not (sem or ebm):
@@ -307,7 +308,9 @@ class GCNet(BaseLearner):
             triv = net.heads(net.mp.messages(s0, net.edge_index, 1.0 - w))
             l_triv = uninformative_loss(self.layout_, triv)
             loss = loss + self.lambda_trivial * l_triv
-            self._trivial_log.append(l_triv.detach().double())
+            v = l_triv.detach().double()
+            self._trivial_sum = v if self._trivial_sum is None else self._trivial_sum + v
+            self._trivial_n += 1
         if st is not None:
             loss = loss + st.loss(batch, epoch, h, s1, out, rows)
         return loss
@@ -344,9 +347,9 @@ class GCNet(BaseLearner):
     def _on_epoch_end(self, epoch: int, train: MultiTaskData,
                       optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
         row = {}
-        if self._trivial_log:
-            row["trivial"] = float(sum(self._trivial_log)) / len(self._trivial_log)
-        self._trivial_log = []
+        if self._trivial_n:
+            row["trivial"] = float(self._trivial_sum) / self._trivial_n
+        self._trivial_sum, self._trivial_n = None, 0
         self._plain_batches = 0
         st = self.model_.structure
         if st is None:
