@@ -65,7 +65,7 @@ def require_file(package: str, parts: tuple[str, ...], what: str, install: str,
 def check_split_fractions(val_fraction: Any, test_fraction: Any) -> tuple[float, float]:
     """Validate the validation and test shares of a data set split: each in (0, 1), summing to
     less than 1 (some rows must be left for training)."""
-    from taskgraph.datasets.synthetic import _check_float
+    from taskgraph.datasets.benchmark import _check_float
 
     val = _check_float("val_fraction", val_fraction, 0.0, 1.0, low_open=True, high_open=True)
     test = _check_float("test_fraction", test_fraction, 0.0, 1.0, low_open=True, high_open=True)

@@ -26,6 +26,7 @@ import numpy as np
 
 from taskgraph.datasets._files import DataFileError
 from taskgraph.datasets._idx import load_idx_split
+from taskgraph.datasets.benchmark import Benchmark
 from taskgraph.datasets.multi_mnist import (
     _check_fractions,
     check_pair_args,
@@ -33,7 +34,6 @@ from taskgraph.datasets.multi_mnist import (
     pair_benchmark,
     stratified_split,
 )
-from taskgraph.datasets.synthetic import Benchmark
 from taskgraph.exceptions import MissingDependencyError, ValidationError
 
 __all__ = ["load_fashion_mnist", "multi_fashion", "multi_fashion_mnist", "FASHION_CLASSES",

@@ -40,7 +40,7 @@ import numpy as np
 from taskgraph.data import MultiTaskData
 from taskgraph.datasets._files import DataFileError, require_file
 from taskgraph.datasets._idx import IDXFileError, load_idx_split
-from taskgraph.datasets.synthetic import (
+from taskgraph.datasets.benchmark import (
     Benchmark,
     _check_float,
     _check_int,

@@ -33,7 +33,7 @@ import numpy as np
 
 from taskgraph.data import MultiTaskData
 from taskgraph.datasets._files import DataFileError, check_split_fractions, require_file
-from taskgraph.datasets.synthetic import Benchmark, _check_int, _check_seed
+from taskgraph.datasets.benchmark import Benchmark, _check_int, _check_seed
 from taskgraph.exceptions import ValidationError
 from taskgraph.graph import TaskGraph
 from taskgraph.tasks import Task, TaskSet

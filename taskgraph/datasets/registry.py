@@ -22,7 +22,7 @@ from typing import Any
 from torch import nn
 
 from taskgraph.datasets._files import package_file
-from taskgraph.datasets.synthetic import Benchmark
+from taskgraph.datasets.benchmark import Benchmark
 from taskgraph.exceptions import ValidationError
 from taskgraph.registry import Registry
 
