@@ -24,6 +24,7 @@ from taskgraph.datasets.registry import (
     load_benchmark,
     register_benchmark,
 )
+from taskgraph.datasets.sparse_tasks import sparse_tasks, sparse_tasks_logits
 from taskgraph.datasets.synthetic import (
     Benchmark,
     agreement_prior,
@@ -43,6 +44,8 @@ __all__ = [
     "agreement_prior",
     "shifted_prior",
     "causal_mtl",
+    "sparse_tasks",
+    "sparse_tasks_logits",
     "multi_mnist",
     "load_mnist",
     "multi_fashion",

