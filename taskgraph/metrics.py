@@ -5,7 +5,11 @@
 - :func:`delta_m`: the multi-task gain Δm (%) over single-task models (Maninis et al. 2019,
   LibMTL convention).
 - :func:`structure`: a learned task graph against a planted one: SHD, directed and skeleton
-  precision / recall / F1, and edge AUROC / AUPRC from the learned weights (gCastle conventions).
+  precision / recall / F1, and edge AUROC / AUPRC from the learned weights (gCastle conventions),
+  plus the identifiability-aware scores below.
+- :func:`cpdag`, :func:`shd_cpdag`, :func:`skeleton_scores`, :func:`compelled_scores`,
+  :func:`compare_edges`: scores that respect Markov equivalence — what observational data can
+  orient at all (the CPDAG of the true DAG).
 - :func:`auroc`, :func:`auprc`: scikit-learn's scores with missing labels dropped and ``NaN``
   where a class is absent.
 - :func:`format_table`: aligned plain-text tables for the CLI.
@@ -14,6 +18,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -27,6 +32,11 @@ __all__ = [
     "task_metrics",
     "delta_m",
     "structure",
+    "cpdag",
+    "shd_cpdag",
+    "skeleton_scores",
+    "compelled_scores",
+    "compare_edges",
     "auroc",
     "auprc",
     "format_table",
@@ -34,7 +44,9 @@ __all__ = [
 ]
 
 #: Metric names for which a lower value is better (used by :func:`delta_m`).
-LOWER_IS_BETTER = frozenset({"mse", "rmse", "mae", "loss", "nll", "error", "shd", "ece"})
+LOWER_IS_BETTER = frozenset(
+    {"mse", "rmse", "mae", "loss", "nll", "error", "shd", "cpdag_shd", "ece"}
+)
 
 
 def _to_numpy(value: Any, name: str, dtype: type = np.float64) -> np.ndarray:
@@ -276,6 +288,227 @@ def _graph_arrays(g: Any, name: str) -> tuple[np.ndarray, np.ndarray | None, lis
     return adj, raw, names
 
 
+def _undirected_of(g: Any) -> np.ndarray | None:
+    """The undirected mark of a TaskGraph (``None`` for arrays and unmarked graphs)."""
+    mark = getattr(g, "undirected", None)
+    return None if mark is None else np.asarray(mark, dtype=bool)
+
+
+def _name_perm(
+    names_pred: list[str] | None, names_true: list[str] | None
+) -> list[int] | None:
+    """Positions of the true graph's tasks in the predicted graph (``None``: same order)."""
+    if names_pred is None or names_true is None or names_pred == names_true:
+        return None
+    if sorted(names_pred) != sorted(names_true):
+        raise ValidationError(
+            f"pred: task names {names_pred} differ from the true graph's {names_true}"
+        )
+    return [names_pred.index(n) for n in names_true]
+
+
+def _edge_mask(adj: np.ndarray, threshold: float) -> np.ndarray:
+    """Off-diagonal ``|A| > threshold`` (NaN read as 0)."""
+    t = adj.shape[0]
+    return (np.abs(np.nan_to_num(adj)) > threshold) & ~np.eye(t, dtype=bool)
+
+
+def _pdag_pair(
+    pred: Any, truth: Any, threshold: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    """Two-way masks (see :mod:`taskgraph.graph.equivalence`) of ``pred`` aligned to ``truth``.
+
+    A predicted edge is ``|A| > threshold``, a true edge ``A != 0``; undirected marks make their
+    pairs two-way. Returns ``(pred_mask, true_mask, names)`` with ``names`` the true graph's
+    task names (or the predicted graph's, or ``None`` for two arrays).
+    """
+    from taskgraph.graph.equivalence import two_way
+
+    a_pred, _, names_pred = _graph_arrays(pred, "pred")
+    a_true, _, names_true = _graph_arrays(truth, "truth")
+    if a_pred.shape != a_true.shape:
+        raise ValidationError(
+            f"pred: shape {a_pred.shape} differs from the true graph's {a_true.shape}"
+        )
+    p = two_way(_edge_mask(a_pred, threshold), _undirected_of(pred))
+    g = two_way(_edge_mask(a_true, 0.0), _undirected_of(truth))
+    perm = _name_perm(names_pred, names_true)
+    if perm is not None:
+        p = p[np.ix_(perm, perm)]
+    return p, g, names_true or names_pred
+
+
+def _as_cpdag(mask: np.ndarray) -> np.ndarray:
+    """A two-way mask read as a CPDAG: a DAG becomes its CPDAG, anything else stays as given."""
+    from taskgraph.graph.equivalence import dag_to_cpdag
+
+    if (mask & mask.T).any() or not _is_dag(mask):
+        return mask
+    return dag_to_cpdag(mask)
+
+
+def cpdag(dag: Any) -> np.ndarray:
+    r"""The CPDAG (essential graph) of a DAG.
+
+    Markov-equivalent DAGs (same skeleton, same v-structures) cannot be told apart from
+    observational data. An edge is *compelled* when every DAG of the class orients it the same
+    way and *reversible* otherwise; the CPDAG keeps the compelled edges directed and makes the
+    reversible ones undirected. Computed by causal-learn's ``dag2cpdag``
+    (:func:`taskgraph.graph.equivalence.dag_to_cpdag`).
+
+    Args:
+        dag (TaskGraph or array): ``[T, T]`` with ``A[i, j] != 0`` the edge ``i → j``; acyclic,
+            without undirected marks.
+
+    Returns:
+        numpy.ndarray: ``[T, T]`` int 0/1: a directed edge ``i → j`` is ``C[i, j] = 1,
+        C[j, i] = 0``, an undirected edge ``i — j`` is ``C[i, j] = C[j, i] = 1``
+        (:meth:`TaskGraph.from_cpdag` reads it back with the undirected mark).
+
+    Raises:
+        ValidationError: if ``dag`` is not square, has undirected marks or has a cycle
+            (including a two-way pair).
+
+    Example:
+        >>> cpdag([[0, 1, 0], [0, 0, 1], [0, 0, 0]])      # a -> b -> c: all reversible
+        array([[0, 1, 0],
+               [1, 0, 1],
+               [0, 1, 0]])
+    """
+    from taskgraph.graph.equivalence import dag_to_cpdag
+
+    adj, _, _ = _graph_arrays(dag, "dag")
+    if _undirected_of(dag) is not None:
+        raise ValidationError("dag: has undirected edges; expected a DAG (use to_dag() first)")
+    mask = _edge_mask(adj, 0.0)
+    if not _is_dag(mask):
+        raise ValidationError("dag: has a directed cycle (a two-way pair is a 2-cycle)")
+    return dag_to_cpdag(mask).astype(int)
+
+
+def shd_cpdag(pred: Any, truth: Any, threshold: float = 0.0) -> int:
+    r"""Structural Hamming distance between the CPDAGs of two graphs.
+
+    Each graph is read as a CPDAG: a DAG is replaced by its CPDAG (:func:`cpdag`); a graph that
+    already has undirected edges (undirected marks, or pairs with both directions) is taken as
+    the partially directed graph it is, and so is a graph with a directed cycle. Then every
+    unordered pair whose mark differs counts **1**: a missing or extra edge, a reversed edge, or
+    a directed edge where the other graph has an undirected one (the non-``true_positive``
+    categories of :func:`compare_edges`). Two Markov-equivalent DAGs have distance 0.
+
+    Args:
+        pred (TaskGraph or array): the predicted graph (aligned to ``truth`` by task name when
+            both are TaskGraphs); an edge is :math:`|A_{ij}| >` ``threshold``.
+        truth (TaskGraph or array): the true graph (usually the planted DAG).
+        threshold (float): minimum :math:`|A_{ij}|` (exclusive) of a predicted edge.
+
+    Returns:
+        int: the number of pairs whose marks differ.
+    """
+    p, g, _ = _pdag_pair(pred, truth, _check_threshold(threshold))
+    from taskgraph.graph.equivalence import compare_marks
+
+    cats = compare_marks(_as_cpdag(p), _as_cpdag(g))
+    return sum(len(v) for k, v in cats.items() if k != "true_positive")
+
+
+def skeleton_scores(pred: Any, truth: Any, threshold: float = 0.0) -> dict[str, float]:
+    """Precision, recall and F1 of the skeleton (unordered adjacent pairs, direction ignored).
+
+    The same values as the ``skeleton_*`` keys of :func:`structure` (its empty-graph
+    conventions: never ``NaN``).
+
+    Returns:
+        dict: ``skeleton_precision``, ``skeleton_recall``, ``skeleton_f1``.
+    """
+    p, g, _ = _pdag_pair(pred, truth, _check_threshold(threshold))
+    upper = np.triu(np.ones(p.shape, dtype=bool), k=1)
+    sk_p, sk_g = (p | p.T)[upper], (g | g.T)[upper]
+    prec, rec, f1 = _prf(
+        int((sk_p & sk_g).sum()), int((sk_p & ~sk_g).sum()), int((~sk_p & sk_g).sum())
+    )
+    return {"skeleton_precision": prec, "skeleton_recall": rec, "skeleton_f1": f1}
+
+
+def _compelled(p: np.ndarray, g_cpdag: np.ndarray) -> dict[str, Any]:
+    compelled = g_cpdag & ~g_cpdag.T  # directed edges of the true CPDAG
+    reversible = g_cpdag & g_cpdag.T
+    claimed = p & ~p.T  # the prediction's directed edges
+    tp = int((claimed & compelled).sum())
+    fp = int((claimed & ~compelled & ~reversible).sum())  # absent pairs and reversed edges
+    fn = int((compelled & ~claimed).sum())
+    n_true = int(compelled.sum())
+    if n_true == 0:
+        nan = float("nan")
+        return {"compelled_precision": nan, "compelled_recall": nan, "compelled_f1": nan,
+                "n_compelled_true": 0}
+    prec, rec, f1 = _prf(tp, fp, fn)
+    return {"compelled_precision": prec, "compelled_recall": rec, "compelled_f1": f1,
+            "n_compelled_true": n_true}
+
+
+def compelled_scores(pred: Any, truth: Any, threshold: float = 0.0) -> dict[str, Any]:
+    r"""Directed precision / recall / F1 on the edges the data can orient: the compelled edges.
+
+    The *compelled* edges are the directed edges of the true graph read as a CPDAG (a DAG is
+    replaced by its CPDAG, :func:`cpdag`). The prediction is taken as given (a DAG is not made
+    a CPDAG: each of its edges is a claimed orientation); its *directed claims* are its
+    one-way edges (not undirected-marked, not two-way).
+
+    - **TP**: a directed claim ``i → j`` that is a compelled edge ``i → j``.
+    - **FP**: a directed claim on a pair that is not adjacent in the truth, or against a
+      compelled edge (reversed). Claims on *reversible* pairs (undirected in the true CPDAG)
+      are not counted: no orientation of them is wrong or right from observational data.
+    - **FN**: a compelled edge that is not claimed in its direction (missing, reversed, or
+      predicted undirected).
+
+    Precision and recall follow :func:`structure`'s conventions (precision 0 without any
+    counted claim). When the truth has **no compelled edge** (every edge reversible, e.g. a
+    tree or a chain) all three scores are ``NaN``: there is nothing to orient.
+
+    Returns:
+        dict: ``compelled_precision``, ``compelled_recall``, ``compelled_f1`` and
+        ``n_compelled_true`` (the number of compelled edges).
+    """
+    p, g, _ = _pdag_pair(pred, truth, _check_threshold(threshold))
+    return _compelled(p, _as_cpdag(g))
+
+
+def compare_edges(pred: Any, truth: Any, threshold: float = 0.0) -> dict[str, list[tuple]]:
+    """Every adjacent pair of ``pred`` or ``truth`` sorted into edge categories.
+
+    Both graphs are compared **as given** (pass ``cpdag(truth)`` or ``truth.cpdag()`` to
+    compare against the Markov equivalence class); undirected marks and two-way pairs are
+    undirected edges. Categories (:data:`taskgraph.graph.equivalence.CATEGORIES`):
+    ``true_positive`` (same mark), ``reversed`` (both directed, opposite), ``unoriented``
+    (predicted undirected, true directed), ``overoriented`` (predicted directed, true
+    undirected), ``false_positive`` (not a true edge), ``false_negative`` (a true edge not
+    predicted). :func:`shd_cpdag` counts every category but ``true_positive``;
+    :meth:`TaskGraph.plot` with ``truth=`` draws them.
+
+    Returns:
+        dict: category → list of ``(source, target)`` pairs (task names when a graph is a
+        TaskGraph, else indices): the predicted direction, except ``unoriented`` and
+        ``false_negative`` (the true direction); an undirected edge as ``(earlier, later)``.
+    """
+    from taskgraph.graph.equivalence import compare_marks
+
+    p, g, names = _pdag_pair(pred, truth, _check_threshold(threshold))
+    cats = compare_marks(p, g)
+    if names is None:
+        return {k: list(v) for k, v in cats.items()}
+    return {k: [(names[i], names[j]) for i, j in v] for k, v in cats.items()}
+
+
+def _check_threshold(threshold: Any) -> float:
+    if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, numbers.Real):
+        raise ValidationError(f"threshold: expected a real number, got {threshold!r}")
+    value = float(threshold)
+    if not math.isfinite(value) or value < 0:
+        raise ValidationError(f"threshold: expected a finite value >= 0, got {threshold!r}")
+    return value
+
+
 def _ratio(num: int, den: int, empty: float) -> float:
     return empty if den == 0 else num / den
 
@@ -331,11 +564,21 @@ def structure(
       (``reversed`` ≤ ``misoriented``).
     - **Empty graphs:** precision of an empty prediction is 0, recall against an empty truth is
       1; when both are empty precision = recall = F1 = 1; a non-empty prediction against an
-      empty truth has precision 0 and F1 0. No value is ``NaN``.
+      empty truth has precision 0 and F1 0. No value but the compelled scores is ``NaN``.
     - ``auroc`` / ``auprc`` rank all :math:`T(T-1)` off-diagonal ordered pairs by ``scores``
       (default: :math:`|\text{raw}|` if ``pred`` is a TaskGraph with raw scores, else
       :math:`|A|` of ``pred``) against the true directed edges; ``NaN`` when the truth has no
       edge (or every pair is an edge).
+
+    Identifiability-aware keys (undirected marks of either TaskGraph make their pairs
+    undirected; a two-way pair is an undirected edge):
+
+    - ``cpdag_shd``: :func:`shd_cpdag` — both graphs read as CPDAGs (a DAG replaced by its
+      CPDAG), one per pair whose mark differs;
+    - ``compelled_precision`` / ``compelled_recall`` / ``compelled_f1``: :func:`compelled_scores`
+      — directed claims of ``pred`` against the compelled edges of the true CPDAG, claims on
+      reversible pairs not counted; ``NaN`` when the truth has no compelled edge;
+      ``n_compelled_true`` the number of compelled edges.
 
     Args:
         pred (TaskGraph or array): the predicted graph.
@@ -349,27 +592,24 @@ def structure(
         ``skeleton_precision``, ``skeleton_recall``, ``skeleton_f1``, ``n_edges_pred``,
         ``n_edges_true`` (directed entries), ``tp``, ``fp``, ``fn`` (directed), ``reversed``,
         ``misoriented``, ``extra``, ``missing`` (skeleton), ``auroc``, ``auprc``,
-        ``pred_is_dag``.
+        ``pred_is_dag``, ``cpdag_shd``, ``compelled_precision``, ``compelled_recall``,
+        ``compelled_f1``, ``n_compelled_true``.
     """
+    from taskgraph.graph.equivalence import compare_marks, two_way
+
     a_pred, raw, names_pred = _graph_arrays(pred, "pred")
     a_true, _, names_true = _graph_arrays(true, "true")
     if a_pred.shape != a_true.shape:
         raise ValidationError(
             f"pred: shape {a_pred.shape} differs from the true graph's {a_true.shape}"
         )
-    if names_pred is not None and names_true is not None and names_pred != names_true:
-        if sorted(names_pred) != sorted(names_true):
-            raise ValidationError(
-                f"pred: task names {names_pred} differ from the true graph's {names_true}"
-            )
-        perm = [names_pred.index(n) for n in names_true]
+    mark_pred = _undirected_of(pred)
+    perm = _name_perm(names_pred, names_true)
+    if perm is not None:
         a_pred = a_pred[np.ix_(perm, perm)]
         raw = None if raw is None else raw[np.ix_(perm, perm)]
-    else:
-        perm = None
-    threshold = float(threshold)
-    if not math.isfinite(threshold) or threshold < 0:
-        raise ValidationError(f"threshold: expected a finite value >= 0, got {threshold!r}")
+        mark_pred = None if mark_pred is None else mark_pred[np.ix_(perm, perm)]
+    threshold = _check_threshold(threshold)
     t = a_true.shape[0]
     off = ~np.eye(t, dtype=bool)
     p = (np.abs(np.nan_to_num(a_pred)) > threshold) & off
@@ -404,6 +644,9 @@ def structure(
         w = np.abs(raw if raw is not None else a_pred)
     w = np.nan_to_num(w, nan=0.0, posinf=np.finfo(np.float64).max, neginf=0.0)
     labels = g[off].astype(np.float64)
+    pdag_pred = two_way(p, mark_pred)
+    cpdag_true = _as_cpdag(two_way(g, _undirected_of(true)))
+    cats = compare_marks(_as_cpdag(pdag_pred), cpdag_true)
     return {
         "shd": extra + missing + misoriented,
         "directed_precision": d_prec,
@@ -424,6 +667,8 @@ def structure(
         "auroc": auroc(labels, w[off]),
         "auprc": auprc(labels, w[off]),
         "pred_is_dag": _is_dag(p),
+        "cpdag_shd": sum(len(v) for k, v in cats.items() if k != "true_positive"),
+        **_compelled(pdag_pred, cpdag_true),
     }
 
 

@@ -547,18 +547,26 @@ def test_csv_layout(tmp_path):
         modules=["m"],
     )
     rows = g.save(tmp_path / "g.csv").read_text(encoding="utf-8").splitlines()
-    assert rows == ["source,target,weight,kind", '"a,1","b""",0.5,task', 'm,"a,1",1.0,routing']
+    assert rows == [
+        "source,target,weight,kind,undirected",
+        '"a,1","b""",0.5,task,false',
+        'm,"a,1",1.0,routing,',
+    ]
     empty = TaskGraph.empty(["a", "b"]).save(tmp_path / "e.csv")
-    assert empty.read_text(encoding="utf-8") == "source,target,weight,kind\n"
+    assert empty.read_text(encoding="utf-8") == "source,target,weight,kind,undirected\n"
 
 
 def _csv_rows(g: TaskGraph) -> list[list[str]]:
     """The rows a CSV export of ``g`` must have, header first."""
-    rows = [["source", "target", "weight", "kind"]]
-    rows += [[u, v, repr(w), "task"] for u, v, w in g.edges()]
+    rows = [["source", "target", "weight", "kind", "undirected"]]
+    mark = g.undirected if g.undirected is not None else np.zeros((g.n_tasks,) * 2, dtype=bool)
+    rows += [
+        [u, v, repr(w), "task", "true" if mark[g.index(u), g.index(v)] else "false"]
+        for u, v, w in g.edges()
+    ]
     if g.routing is not None:
         for k, t in zip(*np.nonzero(g.routing.T)):
-            rows.append([g.modules[k], g.names[t], repr(float(g.routing[t, k])), "routing"])
+            rows.append([g.modules[k], g.names[t], repr(float(g.routing[t, k])), "routing", ""])
     return rows
 
 
@@ -572,7 +580,7 @@ def test_csv_export_rows(tmp_path):
     rows = _read_csv(g.save(tmp_path / "g.csv"))
     assert rows == _csv_rows(g)
     assert len(rows) == 1 + g.n_edges + int(np.count_nonzero(g.routing))
-    weights = {(u, v): float(w) for u, v, w, kind in rows[1:] if kind == "task"}
+    weights = {(u, v): float(w) for u, v, w, kind, _ in rows[1:] if kind == "task"}
     assert weights == {(u, v): w for u, v, w in g.edges()}  # exact float64
 
 
@@ -606,7 +614,13 @@ def _check_dot(g: TaskGraph, text: str) -> None:
     dot, nodes, edges = _parse_dot(text)
     assert dot.get_type() == "digraph"
     assert nodes == g.names + g.modules
-    tasks = {(u, v): w for u, v, w in g.edges()}
+    # an undirected edge a — b is one DOT edge from the earlier task, without arrowhead
+    undirected = {(v, u) for u, v in g.undirected_edges()}
+    tasks = {(u, v): w for u, v, w in g.edges() if (u, v) not in undirected}
+    for u, v in g.undirected_edges():
+        attrs = edges[u, v]
+        assert attrs["dir"] == "none" and attrs["undirected"] == "true"
+        assert float(attrs["edge_weight_reverse"]) == g.adjacency[g.index(v), g.index(u)]
     routing: dict[tuple[str, str], float] = {}
     if g.routing is not None:
         for t, k in zip(*np.nonzero(g.routing)):
@@ -926,6 +940,10 @@ def task_graphs(draw) -> TaskGraph:
         kwargs["candidates"] = matrix(st.sampled_from([0.0, 1.0])).astype(bool)
     if draw(st.booleans()):
         kwargs["raw"] = matrix(st.one_of(st.just(0.0), WEIGHTS))
+    if draw(st.booleans()):
+        two_way = (adj != 0) & (adj.T != 0)
+        kwargs["undirected"] = two_way & matrix(st.sampled_from([0.0, 1.0])).astype(bool)
+        kwargs["undirected"] &= kwargs["undirected"].T
     kwargs["meta"] = draw(st.dictionaries(META_KEYS, META_VALUES, max_size=3))
     kwargs["learned"] = draw(st.booleans())
     return TaskGraph(adj, names, **kwargs)
@@ -955,8 +973,11 @@ def test_property_to_dag(g):
     order = dag.topological_order()
     pos = {n: i for i, n in enumerate(order)}
     assert all(pos[u] < pos[v] for u, v, _ in dag.edges())
+    assert dag.undirected is None
     kept = dag.adjacency != 0
     assert np.array_equal(dag.adjacency[kept], g.adjacency[kept])  # only removes edges
     assert (g.adjacency != 0)[kept].all()
-    if g.is_dag():
-        assert dag == g
+    if g.is_dag():  # undirected edges are oriented, nothing else removed
+        assert dag.n_edges == g.n_edges - g.n_undirected
+        if g.undirected is None:
+            assert dag == g

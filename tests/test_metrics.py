@@ -87,8 +87,9 @@ def test_empty_graphs():
     spurious = structure(true, np.zeros((3, 3)))
     assert spurious["directed_precision"] == 0.0 and spurious["directed_recall"] == 1.0
     assert spurious["directed_f1"] == 0.0 and spurious["shd"] == 2
-    for v in s.values():
-        assert not (isinstance(v, float) and math.isnan(v))
+    for k, v in s.items():  # only the compelled scores may be NaN (a chain has no compelled edge)
+        assert not (isinstance(v, float) and math.isnan(v)) or k.startswith("compelled_")
+    assert math.isnan(s["compelled_f1"]) and s["n_compelled_true"] == 0
 
 
 def test_threshold_and_weights():

@@ -5,8 +5,9 @@ A :class:`~taskgraph.graph.TaskGraph` becomes a ``networkx.DiGraph``:
 - nodes are the task names (node id *and* ``label`` attribute) with ``kind="task"`` and ``index``
   (position in the task order), then the modules with ``kind="module"``;
 - edges exist only for non-zero weights: task edges have ``kind="task"``, ``weight`` and, when
-  given, ``raw`` and ``candidate``; routing edges go module → task with ``kind="routing"`` and
-  ``weight`` = gate;
+  given, ``raw`` and ``candidate``; when the graph has undirected edges, every task edge has the
+  boolean ``undirected`` (``True`` on both directions ``i -> j`` and ``j -> i`` of an undirected
+  edge ``i — j``); routing edges go module → task with ``kind="routing"`` and ``weight`` = gate;
 - graph attributes are the meta items, ``learned`` and the JSON strings ``taskgraph_candidates``
   (``[src, dst]`` index pairs of the candidate mask) and ``taskgraph_raw`` (the ``[T][T]`` raw
   matrix), so values of absent edges need no phantom edges.
@@ -79,6 +80,8 @@ def to_networkx(graph: TaskGraph) -> nx.DiGraph:
             attrs["raw"] = float(graph._raw[i, j])
         if graph._cand is not None:
             attrs["candidate"] = bool(graph._cand[i, j])
+        if graph._undir is not None:
+            attrs["undirected"] = bool(graph._undir[i, j])
         g.add_edge(names[i], names[j], **attrs)
     if graph._routing is not None:
         mod, task = np.nonzero(graph._routing.T)
@@ -219,6 +222,7 @@ def from_networkx(
     routing = np.zeros((n, n_mod)) if n_mod else None
     raw_edges: dict[tuple[int, int], float] = {}
     cand_edges: dict[tuple[int, int], bool] = {}
+    undirected = np.zeros((n, n), dtype=bool)
     default_weight = None if strict else 1.0
     for u, v, data in g.edges(data=True):
         kind = data.get("kind")
@@ -238,6 +242,10 @@ def from_networkx(
                 raw_edges[i, j] = _edge_float(data, "raw", u, v, None)
             if "candidate" in data:
                 cand_edges[i, j] = _parse_bool(data["candidate"], f"edge {u!r} -> {v!r}: candidate")
+            if "undirected" in data:
+                undirected[i, j] = _parse_bool(
+                    data["undirected"], f"edge {u!r} -> {v!r}: undirected"
+                )
         elif u in m_index and v in t_index:
             if kind not in (None, "routing"):
                 raise GraphFormatError(
@@ -285,6 +293,7 @@ def from_networkx(
         learned=learned,
         meta=_graph_meta(gattrs),
         raw=raw,
+        undirected=undirected,
     )
 
 

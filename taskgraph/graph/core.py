@@ -33,6 +33,7 @@ from taskgraph.graph.validation import (
     _float_matrix,
     _is_int,
     _opt_equal,
+    _undirected_mask,
     _validate_meta,
     _validate_names,
 )
@@ -52,6 +53,14 @@ class TaskGraph:
     task ``i`` → task ``j`` (``i`` causes / sends messages to ``j``). Instances are immutable
     values: every method that changes the graph returns a new one.
 
+    **Undirected edges.** An edge ``i — j`` whose orientation the learner could not fix (an
+    undirected edge of a CPDAG) is stored as both directions in the adjacency plus the mark
+    ``undirected[i, j] = undirected[j, i] = True``. Everything that reads the adjacency (message
+    passing, ``edges()``, ``parents``/``children``, ``n_edges``, PyG ``edge_index``) sees both
+    directions; the mark tells a two-way pair the learner means as one unoriented edge from a
+    2-cycle. Every file format keeps it, :meth:`plot` draws it without arrowheads, and the
+    acyclicity methods do not count it as a cycle (:meth:`is_dag`, :meth:`to_dag`).
+
     Args:
         adjacency (array-like): ``[T, T]`` float weights (numpy, torch or nested lists; bool is
             read as 0/1). Finite, zero diagonal. An edge is present where the weight is not 0.
@@ -67,6 +76,9 @@ class TaskGraph:
             values; keys ``learned`` and ``taskgraph*`` are reserved.
         raw (array-like, optional): ``[T, T]`` finite un-thresholded weights (e.g. edge
             probabilities), kept beside the thresholded adjacency.
+        undirected (array-like, optional): ``[T, T]`` symmetric boolean mask of the undirected
+            edges; a marked pair needs non-zero weights in both directions. An all-``False``
+            mask is the same as ``None``.
 
     Raises:
         ValidationError: on a bad argument; the message names it.
@@ -90,6 +102,7 @@ class TaskGraph:
         "_learned",
         "_meta",
         "_raw",
+        "_undir",
     )
 
     def __init__(
@@ -103,6 +116,7 @@ class TaskGraph:
         learned: bool = True,
         meta: Mapping[str, Any] | None = None,
         raw: Any = None,
+        undirected: Any = None,
     ) -> None:
         names = _validate_names(tasks)
         n = len(names)
@@ -155,6 +169,7 @@ class TaskGraph:
         self._learned: bool = bool(learned)
         self._meta: dict[str, MetaValue] = _validate_meta(meta)
         self._raw: np.ndarray | None = None if raw is None else _float_matrix(raw, "raw", n, n)
+        self._undir: np.ndarray | None = _undirected_mask(undirected, adj, names)
 
     # ---------------------------------------------------------------- constructors
 
@@ -162,6 +177,30 @@ class TaskGraph:
     def from_dense(cls, adjacency: Any, tasks: TaskSet | Sequence[str], **kwargs: Any) -> TaskGraph:
         """Build from a dense ``[T, T]`` matrix ``A[src, dst]`` (same as the constructor)."""
         return cls(adjacency, tasks, **kwargs)
+
+    @classmethod
+    def from_cpdag(
+        cls, cpdag: Any, tasks: TaskSet | Sequence[str], **kwargs: Any
+    ) -> TaskGraph:
+        """Build from a CPDAG (or any partially directed graph) in the two-way convention.
+
+        ``cpdag[i, j] != 0`` and ``cpdag[j, i] == 0`` is the directed edge ``i → j``; non-zero
+        entries in both directions are the undirected edge ``i — j``, which gets the
+        ``undirected`` mark. This is the array :func:`taskgraph.metrics.cpdag` returns and the
+        one causal-learn's CPDAGs convert to (:func:`taskgraph.structure.from_causallearn`).
+
+        Args:
+            cpdag (array-like): ``[T, T]`` weights (0/1 or any finite values).
+            tasks (TaskSet or sequence of str): the ``T`` task names.
+            **kwargs: further constructor arguments (``meta``, ``routing``, ...), but not
+                ``undirected``.
+        """
+        if "undirected" in kwargs:
+            raise ValidationError("undirected: from_cpdag derives the mark from cpdag itself")
+        n = len(_validate_names(tasks))
+        arr = _float_matrix(cpdag, "cpdag", n, n)
+        two_way = (arr != 0) & (arr.T != 0)
+        return cls(arr, tasks, undirected=two_way, **kwargs)
 
     @classmethod
     def empty(
@@ -234,8 +273,9 @@ class TaskGraph:
         """Inverse of :meth:`to_networkx`.
 
         Nodes with ``kind="module"`` are modules; every other node (``kind="task"`` or no kind)
-        is a task. Task → task edges give the adjacency (``weight``, default 1; optional ``raw``
-        and ``candidate``), module → task edges the routing gates. Graph attributes give
+        is a task. Task → task edges give the adjacency (``weight``, default 1; optional ``raw``,
+        ``candidate`` and ``undirected``, which must be set on both directions of a pair),
+        module → task edges the routing gates. Graph attributes give
         ``learned``, ``taskgraph_candidates``, ``taskgraph_raw`` and the meta (all other scalar
         attributes, or the JSON object ``taskgraph_meta`` when present).
 
@@ -275,9 +315,11 @@ class TaskGraph:
             learned=data.get("learned", True),
             meta=data.get("meta"),
             raw=data.get("raw"),
+            undirected=data.get("undirected"),
         )
 
     def _evolve(self, **changes: Any) -> TaskGraph:
+        """A copy with ``changes``; a new adjacency keeps the marks of pairs still two-way."""
         kwargs: dict[str, Any] = {
             "adjacency": self._adj,
             "tasks": self._names,
@@ -287,7 +329,11 @@ class TaskGraph:
             "learned": self._learned,
             "meta": self._meta,
             "raw": self._raw,
+            "undirected": self._undir,
         }
+        if "adjacency" in changes and "undirected" not in changes and self._undir is not None:
+            new = np.asarray(changes["adjacency"]) != 0
+            kwargs["undirected"] = self._undir & new & new.T
         kwargs.update(changes)
         return TaskGraph(kwargs.pop("adjacency"), kwargs.pop("tasks"), **kwargs)
 
@@ -344,9 +390,31 @@ class TaskGraph:
         return None if self._raw is None else self._raw.copy()
 
     @property
+    def undirected(self) -> np.ndarray | None:
+        """``[T, T]`` symmetric boolean mask of the undirected edges (a copy), or ``None``."""
+        return None if self._undir is None else self._undir.copy()
+
+    @property
     def n_edges(self) -> int:
-        """Number of task → task edges (non-zero weights)."""
+        """Number of task → task edges (non-zero weights; an undirected edge counts twice)."""
         return int(np.count_nonzero(self._adj))
+
+    @property
+    def n_undirected(self) -> int:
+        """Number of undirected edges ``i — j`` (each pair once)."""
+        return 0 if self._undir is None else int(np.count_nonzero(np.triu(self._undir)))
+
+    def undirected_edges(self) -> list[tuple[str, str]]:
+        """Undirected edges ``(a, b)``, ``a`` before ``b`` in task order, in row-major order."""
+        if self._undir is None:
+            return []
+        src, dst = np.nonzero(np.triu(self._undir))
+        return [(self._names[i], self._names[j]) for i, j in zip(src.tolist(), dst.tolist())]
+
+    def _directed_mask(self) -> np.ndarray:
+        """``[T, T]`` boolean mask of the directed edges (undirected pairs left out)."""
+        mask = self._adj != 0
+        return mask if self._undir is None else mask & ~self._undir
 
     def index(self, name: str) -> int:
         """Position of task ``name``; raises :class:`UnknownTaskError` naming it."""
@@ -451,6 +519,7 @@ class TaskGraph:
             "learned": self._learned,
             "meta": dict(self._meta),
             "raw": None if self._raw is None else self._raw.tolist(),
+            "undirected": None if self._undir is None else self._undir.tolist(),
         }
 
     # ---------------------------------------------------------------- networkx
@@ -460,9 +529,11 @@ class TaskGraph:
 
         Nodes: the task names in order (``kind="task"``, ``index``, ``label``), then the modules
         (``kind="module"``). Edges: task edges with ``kind="task"``, ``weight`` (python float),
-        ``raw`` and ``candidate`` when given; routing edges module → task with ``kind="routing"``
-        and ``weight`` = gate (non-zero gates only). Graph attributes: the meta items,
-        ``learned``, and JSON strings ``taskgraph_candidates`` / ``taskgraph_raw`` when given.
+        ``raw`` and ``candidate`` when given, and ``undirected`` (bool, ``True`` on both
+        directions of an undirected edge) when the graph has undirected edges; routing edges
+        module → task with ``kind="routing"`` and ``weight`` = gate (non-zero gates only).
+        Graph attributes: the meta items, ``learned``, and JSON strings
+        ``taskgraph_candidates`` / ``taskgraph_raw`` when given.
         The result can be passed to ``nx.write_graphml`` directly.
         """
         return convert.to_networkx(self)
@@ -472,7 +543,8 @@ class TaskGraph:
     def threshold(self, value: float, absolute: bool = True) -> TaskGraph:
         """Keep edges with ``|w| > value`` (or ``w > value`` when ``absolute=False``).
 
-        Routing, candidates, raw weights and meta are kept unchanged.
+        Routing, candidates, raw weights and meta are kept unchanged. An undirected edge keeps
+        its mark while both directions stay; if one goes, the other is a directed edge.
         """
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
             raise ValidationError(f"value: expected a real number, got {type(value).__name__}")
@@ -489,6 +561,9 @@ class TaskGraph:
         Args:
             k (int): number of edges to keep (``>= 0``).
             per_node (bool): keep the ``k`` strongest *incoming* edges of every task instead.
+
+        Each direction of an undirected edge is one entry; a pair that keeps only one direction
+        becomes a directed edge.
         """
         if not _is_int(k) or k < 0:
             raise ValidationError(f"k: expected an integer >= 0, got {k!r}")
@@ -509,21 +584,37 @@ class TaskGraph:
         return self._evolve(adjacency=np.where(keep, self._adj, 0.0))
 
     def is_dag(self) -> bool:
-        """``True`` if the task edges have no directed cycle."""
-        return algorithms.is_dag(self._adj != 0)
+        """``True`` if the directed task edges have no cycle.
+
+        Undirected edges are not cycles: when this holds, :meth:`to_dag` orients them into a
+        DAG without removing anything. :attr:`n_undirected` tells a DAG from such a graph.
+        """
+        return algorithms.is_dag(self._directed_mask())
 
     def find_cycle(self) -> list[str] | None:
-        """A directed cycle ``[a, b, ..., z]`` (with the edge ``z -> a``), or ``None``."""
-        cycle = algorithms.find_cycle(self._adj != 0)
+        """A directed cycle ``[a, b, ..., z]`` (with the edge ``z -> a``), or ``None``.
+
+        Only directed edges form cycles (an undirected edge ``i — j`` is not the 2-cycle
+        ``i -> j -> i``).
+        """
+        cycle = algorithms.find_cycle(self._directed_mask())
         return None if cycle is None else [self._names[i] for i in cycle]
 
     def topological_order(self) -> list[str]:
         """Task names with every edge going forward; among ready tasks the lowest index first.
 
+        With undirected edges, the order of
+        :func:`~taskgraph.graph.algorithms.extension_order`: directed edges go forward and,
+        among ready tasks, the one with the most undirected neighbours already placed goes
+        first; :meth:`to_dag` orients the undirected edges along this order.
+
         Raises:
-            CycleError: if the graph has a cycle (the message shows one).
+            CycleError: if the directed edges have a cycle (the message shows one).
         """
-        order = algorithms.topological_order(self._adj != 0)
+        if self._undir is None:
+            order = algorithms.topological_order(self._adj != 0)
+        else:
+            order = algorithms.extension_order(self._directed_mask(), self._undir)
         if order is None:
             cycle = self.find_cycle() or []
             shown = " -> ".join(repr(n) for n in [*cycle, *cycle[:1]])
@@ -531,13 +622,49 @@ class TaskGraph:
         return [self._names[i] for i in order]
 
     def to_dag(self) -> TaskGraph:
-        """Remove edges until the graph is acyclic.
+        """Remove directed edges until the graph is acyclic, then orient the undirected ones.
 
-        Repeatedly finds a cycle (depth-first from the lowest index) and drops its edge of
-        smallest ``|w|`` (ties: the first in row-major order). Deterministic.
+        Repeatedly finds a cycle of directed edges (depth-first from the lowest index) and drops
+        its edge of smallest ``|w|`` (ties: the first in row-major order). Then every undirected
+        edge ``i — j`` keeps the direction of :meth:`topological_order` (its weight in that
+        direction) and loses the other: for a CPDAG the result is a DAG of its Markov
+        equivalence class (:func:`~taskgraph.graph.algorithms.orient_undirected`). The result
+        has no undirected mark. Deterministic.
         """
-        adj = algorithms.to_dag(self._adj)
-        return self if np.array_equal(adj, self._adj) else self._evolve(adjacency=adj)
+        if self._undir is None:
+            adj = algorithms.to_dag(self._adj)
+            return self if np.array_equal(adj, self._adj) else self._evolve(adjacency=adj)
+        directed = algorithms.to_dag(np.where(self._directed_mask(), self._adj, 0.0)) != 0
+        keep = algorithms.orient_undirected(directed, self._undir)
+        assert keep is not None  # the directed edges are acyclic now
+        return self._evolve(adjacency=np.where(keep, self._adj, 0.0), undirected=None)
+
+    def cpdag(self) -> TaskGraph:
+        """The CPDAG (essential graph) of this DAG: its reversible edges marked undirected.
+
+        An edge is *compelled* (kept directed) when every DAG with the same skeleton and
+        v-structures orients it the same way, else *reversible* (made the undirected edge
+        ``i — j``, with the weight ``w`` of ``i → j`` in both directions). Computed by
+        causal-learn's ``dag2cpdag`` (:func:`~taskgraph.graph.equivalence.dag_to_cpdag`).
+        Routing, candidates, raw weights and meta are kept.
+
+        Raises:
+            ValidationError: if the graph has undirected edges or a cycle (a two-way pair
+                without the mark is a 2-cycle).
+        """
+        if self._undir is not None:
+            raise ValidationError(
+                "the graph already has undirected edges; cpdag() takes a DAG (use to_dag() first)"
+            )
+        cycle = self.find_cycle()
+        if cycle is not None:
+            shown = " -> ".join(repr(n) for n in [*cycle, *cycle[:1]])
+            raise ValidationError(f"cpdag() takes a DAG; the graph has the cycle {shown}")
+        from taskgraph.graph.equivalence import dag_to_cpdag
+
+        mask = dag_to_cpdag(self._adj != 0)
+        adj = np.where(mask, self._adj + self._adj.T, 0.0)
+        return self._evolve(adjacency=adj, undirected=mask & mask.T)
 
     def skeleton(self) -> np.ndarray:
         """``[T, T]`` symmetric boolean mask: ``True`` where ``i -> j`` or ``j -> i``."""
@@ -555,6 +682,7 @@ class TaskGraph:
             routing=None if self._routing is None else self._routing[idx],
             candidates=None if self._cand is None else self._cand[ix],
             raw=None if self._raw is None else self._raw[ix],
+            undirected=None if self._undir is None else self._undir[ix],
         )
 
     def rename(self, mapping: Mapping[str, str]) -> TaskGraph:
@@ -590,6 +718,7 @@ class TaskGraph:
             and _opt_equal(self._routing, other._routing)
             and _opt_equal(self._cand, other._cand)
             and _opt_equal(self._raw, other._raw)
+            and _opt_equal(self._undir, other._undir)
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -613,10 +742,12 @@ class TaskGraph:
             and close(self._routing, other._routing)
             and _opt_equal(self._cand, other._cand)
             and close(self._raw, other._raw)
+            and _opt_equal(self._undir, other._undir)
         )
 
     def __repr__(self) -> str:
-        extra = f", modules={self.n_modules}" if self._routing is not None else ""
+        extra = f", undirected={self.n_undirected}" if self._undir is not None else ""
+        extra += f", modules={self.n_modules}" if self._routing is not None else ""
         return (
             f"TaskGraph(tasks={self.n_tasks}, edges={self.n_edges}{extra}, learned={self._learned})"
         )

@@ -176,3 +176,32 @@ def _opt_equal(a: np.ndarray | None, b: np.ndarray | None) -> bool:
     if a is None or b is None:
         return a is None and b is None
     return bool(np.array_equal(a, b))
+
+
+def _undirected_mask(value: Any, adjacency: np.ndarray, names: list[str]) -> np.ndarray | None:
+    """Validate the ``undirected`` mark of a graph; ``None`` when no pair is marked.
+
+    The mask must be symmetric and may mark a pair only where the adjacency holds both
+    directions (an undirected edge ``i — j`` is stored as ``A[i, j] != 0`` and ``A[j, i] != 0``).
+    """
+    if value is None:
+        return None
+    mask = _bool_matrix(value, "undirected", len(names))
+    if not mask.any():
+        return None
+    asym = np.argwhere(mask != mask.T)
+    if asym.size:
+        i, j = asym[0]
+        raise ValidationError(
+            f"undirected: the mask must be symmetric; [{i}, {j}] is set but [{j}, {i}] is not "
+            f"(tasks {names[i]!r}, {names[j]!r})"
+        )
+    unsupported = np.argwhere(mask & ((adjacency == 0) | (adjacency.T == 0)))
+    if unsupported.size:
+        i, j = unsupported[0]
+        raise ValidationError(
+            f"undirected: tasks {names[i]!r} and {names[j]!r} are marked undirected but the "
+            "adjacency does not hold both directions; an undirected edge i — j needs "
+            "adjacency[i, j] != 0 and adjacency[j, i] != 0"
+        )
+    return mask

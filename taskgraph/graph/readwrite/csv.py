@@ -1,11 +1,13 @@
 """CSV: one plain edge list. Export-only.
 
-The header is ``source,target,weight,kind`` and every row is one edge:
+The header is ``source,target,weight,kind,undirected`` and every row is one edge:
 
 - task edges first, in row-major order of the adjacency: ``source`` and ``target`` are task names,
-  ``weight`` the edge weight, ``kind`` is ``task``;
+  ``weight`` the edge weight, ``kind`` is ``task``, ``undirected`` is ``true`` for both rows
+  ``i,j`` and ``j,i`` of an undirected edge ``i — j`` and ``false`` otherwise;
 - then routing edges (graphs with routing only), sorted by module, then task: ``source`` is the
-  module, ``target`` the task, ``weight`` the gate, ``kind`` is ``routing``.
+  module, ``target`` the task, ``weight`` the gate, ``kind`` is ``routing``, ``undirected``
+  empty.
 
 Only non-zero weights are rows. Weights are written with :func:`repr`, which round-trips every
 float64 exactly; names are quoted by the :mod:`csv` module where needed (commas, quotes). The file
@@ -30,7 +32,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from taskgraph.graph.core import TaskGraph
 
-HEADER = ("source", "target", "weight", "kind")
+HEADER = ("source", "target", "weight", "kind", "undirected")
 """The columns of a CSV export."""
 
 EXPORT_ONLY = (
@@ -47,9 +49,11 @@ def write_csv(graph: TaskGraph, fh: IO[bytes]) -> None:
     out = csv.writer(buf, lineterminator="\n")
     names, modules, adj = graph._names, graph._modules, graph._adj
     out.writerow(HEADER)
+    undirected = graph._undir
     for i, j in zip(*np.nonzero(adj)):
-        out.writerow([names[i], names[j], repr(float(adj[i, j])), "task"])
+        mark = "true" if undirected is not None and undirected[i, j] else "false"
+        out.writerow([names[i], names[j], repr(float(adj[i, j])), "task", mark])
     if graph._routing is not None:
         for k, t in zip(*np.nonzero(graph._routing.T)):
-            out.writerow([modules[k], names[t], repr(float(graph._routing[t, k])), "routing"])
+            out.writerow([modules[k], names[t], repr(float(graph._routing[t, k])), "routing", ""])
     fh.write(buf.getvalue().encode("utf-8"))

@@ -9,8 +9,13 @@ The file is ``networkx.drawing.nx_pydot.to_pydot(g).to_string()`` of a graph bui
   (``kind``, ``index``, ``label``) and drawing hints (``shape``, ``style``, ``fillcolor``);
 - edges exist only for non-zero weights: task edges with ``kind="task"``, ``edge_weight`` (written
   with :func:`repr`, exact), ``raw`` and ``candidate`` when the graph has them, coloured blue for
-  positive and red for negative weights with ``penwidth`` growing with ``|w|``; routing edges
-  module → task with ``kind="routing"``, ``edge_weight`` = gate, dashed grey;
+  positive and red for negative weights with ``penwidth`` growing with ``|w|``; an undirected
+  edge ``i — j`` (``i`` first in task order) is *one* edge ``i -> j`` drawn with ``dir="none"``
+  (no arrowhead) and ``undirected="true"``, whose ``edge_weight`` is the weight of ``i -> j``
+  and ``edge_weight_reverse`` the weight of ``j -> i`` (``raw`` and ``candidate`` are those of
+  ``i -> j``); every other task edge has ``undirected="false"`` when the graph has undirected
+  edges; routing edges module → task with ``kind="routing"``, ``edge_weight`` = gate, dashed
+  grey;
 - graph attributes: ``rankdir="LR"``, ``taskgraph_version``, ``learned`` and ``taskgraph_meta``
   (the meta as a JSON object); Graphviz ignores the attributes it does not know.
 
@@ -83,9 +88,15 @@ def _dot_graph(graph: TaskGraph) -> nx.DiGraph:
         else:
             style = {"shape": "box", "style": "filled", "fillcolor": MODULE_FILL}
         out.add_node(_quote(node), **_attrs({**data, **style}))
+    index = {name: i for i, name in enumerate(graph._names)}
     for u, v, data in g.edges(data=True):
         w = data["weight"]
         attrs = {"edge_weight": w, **{k: x for k, x in data.items() if k != "weight"}}
+        if data.get("undirected"):
+            if index[u] > index[v]:
+                continue  # drawn once, from the earlier task
+            attrs["edge_weight_reverse"] = float(graph._adj[index[v], index[u]])
+            attrs["dir"] = "none"
         if data["kind"] == "task":
             style = {
                 "color": POS_COLOR if w > 0 else NEG_COLOR,
