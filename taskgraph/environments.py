@@ -14,6 +14,7 @@ docs/mtcrl.md explains the choices.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -223,6 +224,58 @@ class RoutingInvariance:
         t = out.shape[1]
         shift = self.penalty.shift(member.shape[-1], t, out.shape[-1], like=out)
         return out + torch.einsum("bte,etc->btc", member, shift) * col_mask, shift
+
+    def dummy_pass(self, member: torch.Tensor, assign: torch.Tensor, valid: torch.Tensor,
+                   gates: torch.Tensor, forward: Callable[[torch.Tensor], torch.Tensor],
+                   col_mask: torch.Tensor, y: torch.Tensor, layout: Any,
+                   intercept: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(per-example losses [B, T], penalty)`` from one pass of ``forward`` (gates
+        ``[B, T, K]`` → head outputs ``[B, T, C]``) with the gate dummies
+        (:meth:`dummy_gates`) and, with ``intercept``, the intercept dummies
+        (:meth:`dummy_shift`); the penalty's gradients come from a second backward pass, so any
+        read-out works (message passing included). At the neutral dummies the pass equals the
+        plain forward pass, so its losses serve as the task loss."""
+        ex_gates, delta = self.dummy_gates(member, gates)
+        out = forward(ex_gates)
+        dummies = [delta]
+        if intercept:
+            out, shift = self.dummy_shift(member, out, col_mask)
+            dummies.append(shift)
+        per = layout.per_example_loss(out, y)
+        return per, self.penalty(per, assign, dummies, valid=valid).sum()
+
+    def closed_form_pass(self, net: Any, z: torch.Tensor, gates: torch.Tensor, y: torch.Tensor,
+                         layout: Any, assign: torch.Tensor, valid: torch.Tensor,
+                         intercept: bool = True, through_encoder: bool = True
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""``(per-example losses [B, T], penalty)`` without message passing, with the dummy
+        gradients in closed form (no second backward pass through the read-out of
+        :class:`~taskgraph.nn.routed_net.RoutedTaskNet` ``net``):
+
+        .. math::
+            \frac{\partial R_t^e}{\partial w_{etk}} = g_{tk} \sum_b \tilde a_{bte}
+            \sum_c \ell'_{btc} P_{btkc}, \qquad
+            \frac{\partial R_t^e}{\partial u_{etc}} = \sum_b \tilde a_{bte}\, \ell'_{btc}
+
+        with :math:`\ell' = \partial \ell / \partial o` (autograd through the loss only),
+        :math:`P` the module contributions and :math:`\tilde a` the assignment normalised per
+        (task, environment). Equal to :meth:`dummy_pass` (tested). ``through_encoder=False``
+        computes the penalty on ``z.detach()``."""
+        p = net.contributions(z)
+        out = net.out_from_contributions(p, gates)
+        per = layout.per_example_loss(out, y)
+        if not through_encoder:
+            p = net.contributions(z.detach())
+            out = net.out_from_contributions(p, gates)
+        per_p = per if through_encoder else layout.per_example_loss(out, y)
+        (dl,) = torch.autograd.grad(per_p.sum(), out, create_graph=True)  # [B, T, C]
+        norm = assign / assign.sum(dim=0).clamp_min(1e-12)
+        grad_w = gates[None] * torch.einsum("bte,btk->etk", norm,
+                                            (p * dl[:, :, None, :]).sum(-1))
+        grads = [grad_w]
+        if intercept:
+            grads.append(torch.einsum("bte,btc->etc", norm, dl) * net.heads.col_mask)
+        return per, self.penalty.from_gradients(torch.cat(grads, dim=-1), valid).sum()
 
     def renormalize(self, loss: torch.Tensor, lam: float) -> torch.Tensor:
         """``loss / λ`` when some (environment, task) pair counted in this batch (an idle

@@ -214,7 +214,7 @@ def test_structure_every_runs_the_network_once_and_fits_the_sem_on_every_row(nam
 def test_structure_every_also_spaces_the_trivial_view_without_structure(small, monkeypatch):
     """With the prior generator only (structure=False, ebm=False), the trivial view still runs on
     every ``structure_every``-th batch."""
-    import taskgraph.learners.gcnet as gcnet_mod
+    import taskgraph.learners.graph_learner as gcnet_mod
 
     learner = create("gcnet", small.tasks, hidden=16, node_dim=8, structure=False, ebm=False,
                      structure_every=4, seed=0, verbose=False)

@@ -10,6 +10,7 @@ import torch
 import taskgraph as tg
 from encoders import InputFeatures, ModularEncoder
 from taskgraph import TaskGraph, ValidationError
+from taskgraph.environments import mean_task_loss
 from taskgraph.learners import MTCRL, create, load_learner
 from taskgraph.regularizers import env_assignment, split_halves
 
@@ -246,14 +247,22 @@ def test_closed_form_penalty_equals_dummy_penalty(mixed_data, options):
     assign = member * weight[..., None]
     if learner._inv.penalty.split:
         member, assign = split_halves(member, assign)
+    inv, lay = learner._inv, learner.layout_
+    valid = inv.penalty.valid(assign)
+    intercept = bool(learner.invariance_intercept)
     results = []
-    for fn in (learner._closed_form_invariance, learner._dummy_invariance):
+    for closed in (True, False):
         net.zero_grad()
         z = net.encoder(batch.x)
         gates = net.router.gates()
-        args = (net, z, gates, batch.y, assign) if fn == learner._closed_form_invariance else (
-            net, z, gates, batch.y, member, assign)
-        task, pen = fn(*args)
+        if closed:
+            per, pen = inv.closed_form_pass(net, z, gates, batch.y, lay, assign, valid,
+                                            intercept)
+        else:
+            per, pen = inv.dummy_pass(member, assign, valid, gates,
+                                      lambda ex, z=z, gates=gates: net.penalty_out(z, ex, gates),
+                                      net.heads.col_mask, batch.y, lay, intercept)
+        task = mean_task_loss(per, batch.y)
         (task + 7.0 * pen).backward()
         results.append((task.detach(), pen.detach(),
                         {n: p.grad.clone() for n, p in net.named_parameters()}))

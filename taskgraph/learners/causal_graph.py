@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import builtins
 import json
-import warnings
 from typing import Any, ClassVar
 
 import numpy as np
@@ -56,17 +55,14 @@ from taskgraph.data import MultiTaskData
 from taskgraph.environments import RoutingInvariance, check_nonnegative, mean_task_loss
 from taskgraph.exceptions import ValidationError
 from taskgraph.graph import TaskGraph
+from taskgraph.inference.graph_decoding import DECODING_MODES, GraphDecoding
 from taskgraph.learners.base import check_choices, register
-from taskgraph.learners.gcnet import GCNet
+from taskgraph.learners.graph_learner import GraphLearner
 from taskgraph.nn.routing import TaskModuleRouter
-from taskgraph.nn.task_graph_net import TaskGraphNet
 from taskgraph.regularizers import decorrelation
 from taskgraph.tasks import Task, TaskSet
 
 __all__ = ["CausalGraph"]
-
-_GMTL_MODES = ("shifting", "graph")
-
 
 def _pairs_json(names: builtins.list[str], pairs: Any) -> str:
     """Task-name pairs as a JSON string (graph metadata values are scalars)."""
@@ -74,7 +70,7 @@ def _pairs_json(names: builtins.list[str], pairs: Any) -> str:
 
 
 @register("causal_graph")
-class CausalGraph(GCNet):
+class CausalGraph(GraphLearner):
     r"""Causal multi-task learner: modules + invariant routing (MT-CRL) → task nodes → message
     passing over the learned causal task graph (GCNet) → heads → GMTL joint inference.
 
@@ -109,8 +105,8 @@ class CausalGraph(GCNet):
             (default: :obj:`"shifting"`)
         alpha (float): GMTL's prior weight :math:`\alpha \ge 0`. (default: :obj:`1.0`)
         shift_z (float): threshold of the environment-heterogeneity test. (default: 4.0)
-        **kwargs: :class:`~taskgraph.learners.GCNet` arguments (``threshold``, ``lambda_*``,
-            ``acyclicity``, ``structure_every``, ...) and the
+        **kwargs: :class:`~taskgraph.learners.graph_learner.GraphLearner` arguments
+            (``threshold``, ``lambda_*``, ``acyclicity``, ``structure_every``, ...) and the
             :class:`~taskgraph.learners.base.BaseLearner` ones.
 
     Attributes:
@@ -118,7 +114,8 @@ class CausalGraph(GCNet):
             module → task routing (``routing``, ``modules``); ``meta["gmtl_pairs"]`` lists the
             pairs the GMTL prior couples (a JSON string of name pairs) and ``meta["parts"]`` the
             parts switched on.
-        gmtl_ (GMTL or None): the fitted joint decoder ``predict`` uses.
+        gmtl_ (GMTL or None): the fitted joint decoder ``predict`` uses (a
+            :class:`~taskgraph.inference.graph_decoding.GraphDecoding` part holds it).
     """
 
     conformance_kwargs: ClassVar[dict[str, Any]] = {"warmup_steps": 2}
@@ -181,7 +178,7 @@ class CausalGraph(GCNet):
                                   "ebm=False")
         super()._check_params()
         check_choices(self, {"module_mode": ("split", "separate"),
-                             "mp_graph": ("learned", "prior"), "gmtl": (*_GMTL_MODES, None)})
+                             "mp_graph": ("learned", "prior"), "gmtl": (*DECODING_MODES, None)})
         if self.gmtl == "graph" and not self.structure:
             raise ValidationError("gmtl: 'graph' factorises the prior over the learned graph; "
                                   "it needs structure=True")
@@ -191,27 +188,21 @@ class CausalGraph(GCNet):
 
     def _build(self, feature_shape: tuple[int, ...], train: MultiTaskData | None) -> nn.Module:
         self._check_params()
-        self.__dict__.pop("inference_", None)
-        t = len(self.tasks_set_)
-        feat_edges, sem_edges, init = self._edge_sets(train, t)
         enc = self._make_modular(feature_shape, int(self.n_modules), self.module_mode)
-        k, m = int(enc.k), int(enc.module_dim)
-        router = TaskModuleRouter(t, k, m, init=float(self.gate_init), readout="project",
+        router = TaskModuleRouter(len(self.tasks_set_), int(enc.k), int(enc.module_dim),
+                                  init=float(self.gate_init), readout="project",
                                   proj_dim=int(self.node_dim))
         if not self.routing:
             router.logits.requires_grad_(False)
             with torch.no_grad():
                 router.logits.fill_(40.0)       # sigmoid(40) == 1 in float32
-        sem_in = int(np.prod(feature_shape)) if self.sem_unary == "linear" else int(enc.out_dim)
-        net = TaskGraphNet(enc, self.tasks_set_, feat_edges, int(router.out_dim), self._prior_on,
-                        self._structure_factory(train, sem_edges, feat_edges, init, sem_in),
-                        router=router, message_passing=bool(self.message_passing))
+        net = self._graph_net(enc, feature_shape, train, int(router.out_dim), router=router)
         self._step = 0
         self._inv = RoutingInvariance.from_learner(self, "irmv1")
         if train is not None and self.routing:
             self._inv.setup(train)
-        self._gmtl_state: dict[str, Any] | None = None
-        self.__dict__.pop("gmtl_", None)
+        self._decoding = GraphDecoding(self.tasks_set_, self.gmtl or "shifting",
+                                       float(self.alpha), float(self.shift_z))
         return net
 
     # ------------------------------------------------------------------ objective
@@ -227,12 +218,16 @@ class CausalGraph(GCNet):
         if lam > 0:
             member, assign, valid = self._inv.assignment(batch, gates.dtype)
         if valid is not None and bool(valid.any()):
-            ex_gates, delta = self._inv.dummy_gates(member, gates)
-            h, s0, w, s1 = net.states(batch.x, ex_gates, gates)
-            out = net.heads(s1)
-            out_p, shift = self._inv.dummy_shift(member, out, net.heads.col_mask)
-            per = lay.per_example_loss(out_p, batch.y)
-            pen = self._inv.penalty(per, assign, [delta, shift], valid=valid).sum()
+            parts: builtins.list[torch.Tensor] = []
+
+            def forward(ex_gates: torch.Tensor) -> torch.Tensor:
+                parts.extend(net.states(batch.x, ex_gates, gates))
+                parts.append(net.heads(parts[3]))
+                return parts[4]
+
+            per, pen = self._inv.dummy_pass(member, assign, valid, gates, forward,
+                                            net.heads.col_mask, batch.y, lay)
+            h, s0, w, s1, out = parts
         else:
             # no penalty, or an idle one (no environment with min_env_rows in this batch: its
             # value and gradient are exactly 0, so the dummy pass is skipped)
@@ -280,67 +275,19 @@ class CausalGraph(GCNet):
     # ------------------------------------------------------------------ GMTL
     def _after_fit(self, train: MultiTaskData, val: MultiTaskData | None) -> None:
         super()._after_fit(train, val)
-        self._fit_gmtl(train, val)
+        if self.gmtl is not None:
+            self._decoding.fit(self, train, val, self._learned_graph())
+            self.task_graph_ = self._learned_graph()
 
-    def _gmtl_pairs(self, train: MultiTaskData) -> builtins.list[tuple[int, int]]:
-        from taskgraph.structure.invariance import heterogeneous_pairs
-
-        if self.gmtl == "graph":
-            # the joint label prior covers classification tasks: edges to regression tasks
-            # stay in the graph but are not decoded jointly
-            skel = self._learned_graph().skeleton()
-            cls = [t.is_classification for t in self.tasks_set_]
-            return [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(skel, 1)))
-                    if cls[i] and cls[j]]
-        return heterogeneous_pairs(train.y, train.env, self.tasks_set_, z=float(self.shift_z))
-
-    def _fit_gmtl(self, train: MultiTaskData, val: MultiTaskData | None) -> None:
-        from taskgraph.inference import JointPrior, TemperatureScaler
-
-        self._gmtl_state = None
-        self.__dict__.pop("gmtl_", None)
-        if self.gmtl is None or float(self.alpha) == 0:
-            return
-        pairs = self._gmtl_pairs(train)
-        if not pairs:
-            return
-        t = len(self.tasks_set_)
-        adj = np.zeros((t, t))
-        for i, j in pairs:
-            adj[i, j] = 1.0
-        names = self.tasks_set_.names
-        coupled = sorted({names[i] for p in pairs for i in p})
-        prior = JointPrior.fit(train, kind="graph", graph=adj, tasks=coupled)
-        cal = None
-        if val is not None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                cal = TemperatureScaler().fit(self, val)
-        prior.graph_source = "causal_graph"
-        self._gmtl_state = {
-            "pairs": [builtins.list(p) for p in pairs],
-            "prior": prior.state_dict(),
-            "temperature": None if cal is None else cal.temperature_,
-        }
-        self._make_gmtl()
-        self.task_graph_ = self._learned_graph()
-
-    def _make_gmtl(self) -> None:
-        from taskgraph.inference import GMTL, JointPrior, TemperatureScaler
-
-        st = self._gmtl_state
-        if st is None:
-            return
-        prior = JointPrior.from_state(self.tasks_set_, st["prior"])
-        cal = (None if st["temperature"] is None else
-               TemperatureScaler.from_temperatures(st["temperature"], self.tasks_set_))
-        self.gmtl_ = GMTL(prior, alpha=float(self.alpha), calibration=cal)
+    @property
+    def gmtl_(self) -> Any:
+        """The fitted GMTL decoder ``predict`` uses, or ``None``."""
+        part = getattr(self, "_decoding", None)
+        return None if part is None else part.decoder
 
     def _decoder(self, inference: Any) -> Any:
         """``inference``, or the fitted GMTL decoder (``gmtl_``) when it is ``None``."""
-        if inference is None:
-            return getattr(self, "gmtl_", None)
-        return inference
+        return self.gmtl_ if inference is None else inference
 
     def predict(self, x: Any, inference: Any = None) -> torch.Tensor:
         """Labels ``[N, T]``: GMTL joint decoding with the fitted prior (``gmtl_``) by default;
@@ -356,8 +303,8 @@ class CausalGraph(GCNet):
     def _train_state(self) -> dict[str, Any]:
         state = super()._train_state() if self.structure else {}
         state["step"] = int(getattr(self, "_step", 0))
-        if getattr(self, "_gmtl_state", None) is not None:
-            state["gmtl"] = self._gmtl_state
+        if self._decoding.state() is not None:
+            state["gmtl"] = self._decoding.state()
         return state
 
     def _load_train_state(self, state: dict[str, Any]) -> None:
@@ -366,8 +313,7 @@ class CausalGraph(GCNet):
         self._step = int(state.get("step", 0))
         if self.structure:
             super()._load_train_state(state)
-        self._gmtl_state = state.get("gmtl")
-        self._make_gmtl()
+        self._decoding.load_state(state.get("gmtl"))
 
     # ------------------------------------------------------------------ graph
     @torch.no_grad()
@@ -376,9 +322,9 @@ class CausalGraph(GCNet):
         routing = self.model_.router.routing().cpu().double().numpy()
         modules = [f"module_{j}" for j in range(routing.shape[1])]
         meta: dict[str, Any] = {"learner": self.name, "parts": ",".join(self._parts())}
-        st = getattr(self, "_gmtl_state", None)
-        if st is not None:
-            meta["gmtl_pairs"] = _pairs_json(names, st["pairs"])
+        part = getattr(self, "_decoding", None)
+        if part is not None and part.pairs is not None:
+            meta["gmtl_pairs"] = _pairs_json(names, part.pairs)
         if self.structure:
             g = super()._learned_graph()
             return TaskGraph(g.adjacency, names, raw=g.raw, candidates=g.candidates,

@@ -273,83 +273,31 @@ class MTCRL(BaseLearner):
 
     def _task_and_invariance(self, net: RoutedTaskNet, batch: Any, z: torch.Tensor,
                              gates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Task loss and invariance penalty from one read-out pass: with the dummies at their
-        neutral values (multipliers 1, shifts 0) the penalty pass *is* the forward pass, so the
-        task loss reuses it (unless the penalty is kept off the encoder)."""
-        y = batch.y
-        member, assign, valid = self._inv.assignment(batch, gates.dtype)
+        """Task loss and invariance penalty; with the dummies at their neutral values the
+        penalty pass *is* the forward pass, so the task loss reuses it (unless the penalty is
+        kept off the encoder)."""
+        y, lay, inv = batch.y, self.layout_, self._inv
+        member, assign, valid = inv.assignment(batch, gates.dtype)
         if not bool(valid.any()):
             # idle penalty (no environment with min_env_rows in this batch): its value and
             # gradient are exactly 0, so skip the dummy pass
-            per = self.layout_.per_example_loss(net.head_out(z, gates), y)
+            per = lay.per_example_loss(net.head_out(z, gates), y)
             return mean_task_loss(per, y), per.new_zeros(())
-        if not self._inv.penalty.needs_dummy:
-            per = self.layout_.per_example_loss(net.head_out(z, gates), y)
-            per_p = per if self.penalty_through_encoder else self.layout_.per_example_loss(
-                net.head_out(z.detach(), gates), y)
-            return mean_task_loss(per, y), self._inv.penalty(per_p, assign, None,
-                                                             valid=valid).sum()
+        through = bool(self.penalty_through_encoder)
+        if not inv.penalty.needs_dummy:
+            per = lay.per_example_loss(net.head_out(z, gates), y)
+            per_p = per if through else lay.per_example_loss(net.head_out(z.detach(), gates), y)
+            return mean_task_loss(per, y), inv.penalty(per_p, assign, None, valid=valid).sum()
         if net.mp is None:
-            return self._closed_form_invariance(net, z, gates, y, assign, valid)
-        return self._dummy_invariance(net, z, gates, y, member, assign, valid)
-
-    def _dummy_invariance(self, net: RoutedTaskNet, z: torch.Tensor, gates: torch.Tensor,
-                          y: torch.Tensor, member: torch.Tensor, assign: torch.Tensor,
-                          valid: torch.Tensor | None = None
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Task loss and IRMv1 / gradient-variance penalty through dummies and a second
-        backward pass (any read-out, message passing included)."""
-        # dummies as zero offsets: gates g ⊙ (1 + A δ), intercepts + A u (A: one-hot of env);
-        # equal to the plain forward in value, and ∂R_t^e/∂δ_et = ∂R_t^e/∂w_et at w = 1
-        ex_gates, delta = self._inv.dummy_gates(member, gates)
-        zp = z if self.penalty_through_encoder else z.detach()
-        out = net.penalty_out(zp, ex_gates, gates)
-        dummies = [delta]
-        if self.invariance_intercept:
-            out, shift = self._inv.dummy_shift(member, out, net.heads.col_mask)
-            dummies.append(shift)
-        per_p = self.layout_.per_example_loss(out, y)
-        pen = self._inv.penalty(per_p, assign, dummies, valid=valid).sum()
-        if self.penalty_through_encoder:
-            return mean_task_loss(per_p, y), pen
-        per = self.layout_.per_example_loss(net.head_out(z, gates), y)
+            per, pen = inv.closed_form_pass(net, z, gates, y, lay, assign, valid,
+                                            bool(self.invariance_intercept), through)
+            return mean_task_loss(per, y), pen
+        zp = z if through else z.detach()
+        per_p, pen = inv.dummy_pass(member, assign, valid, gates,
+                                    lambda ex: net.penalty_out(zp, ex, gates),
+                                    net.heads.col_mask, y, lay, bool(self.invariance_intercept))
+        per = per_p if through else lay.per_example_loss(net.head_out(z, gates), y)
         return mean_task_loss(per, y), pen
-
-    def _closed_form_invariance(self, net: RoutedTaskNet, z: torch.Tensor, gates: torch.Tensor,
-                                y: torch.Tensor, assign: torch.Tensor,
-                                valid: torch.Tensor | None = None
-                                ) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""Task loss and IRMv1 / gradient-variance penalty without message passing, with the
-        dummy gradients in closed form (no second backward pass through the read-out):
-
-        .. math::
-            \frac{\partial R_t^e}{\partial w_{etk}} = g_{tk} \sum_b \tilde a_{bte}
-            \sum_c \ell'_{btc} P_{btkc}, \qquad
-            \frac{\partial R_t^e}{\partial u_{etc}} = \sum_b \tilde a_{bte}\, \ell'_{btc}
-
-        with :math:`\ell' = \partial \ell / \partial o` (autograd through the loss only),
-        :math:`P` the module contributions and :math:`\tilde a` the assignment normalised per
-        (task, environment). Equal to the dummy formulation (tested)."""
-        p = net.contributions(z)
-        out = net.out_from_contributions(p, gates)
-        per = self.layout_.per_example_loss(out, y)
-        task = mean_task_loss(per, y)
-        if not self.penalty_through_encoder:
-            p = net.contributions(z.detach())
-            out = net.out_from_contributions(p, gates)
-            per = self.layout_.per_example_loss(out, y)
-        (dl,) = torch.autograd.grad(per.sum(), out, create_graph=True)  # [B, T, C]
-        mass = assign.sum(dim=0)  # [T, E]
-        norm = assign / mass.clamp_min(1e-12)
-        grad_w = gates[None] * torch.einsum("bte,btk->etk", norm,
-                                            (p * dl[:, :, None, :]).sum(-1))
-        grads = [grad_w]
-        if self.invariance_intercept:
-            grads.append(torch.einsum("bte,btc->etc", norm, dl) * net.heads.col_mask)
-        if valid is None:
-            valid = self._inv.penalty.valid(assign)
-        pen = self._inv.penalty.from_gradients(torch.cat(grads, dim=-1), valid)
-        return task, pen.sum()
 
     # ------------------------------------------------------------------ hooks
     @torch.no_grad()

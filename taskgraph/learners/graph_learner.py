@@ -1,0 +1,360 @@
+r"""The training machinery every learner with GCNet's task-graph parts shares: the
+structure-prior generator's trivial view, the output-level :class:`CausalStructure` (SEM,
+acyclicity schedule, ICE, causal EBM read-outs), the inference-mode choice, model selection and
+the learned graph.
+
+:class:`GraphLearner` is a :class:`~taskgraph.learners.base.BaseLearner` holding these parts by
+composition (the network is a :class:`~taskgraph.nn.task_graph_net.TaskGraphNet`, the structure
+its ``structure`` module); a concrete learner only builds its encoder (and, for the composed
+learner, the router) and writes its objective:
+
+- :class:`~taskgraph.learners.GCNet` (and its ablations SGNN, SGNN-EBM): a plain encoder;
+- :class:`~taskgraph.learners.CausalGraph`: MT-CRL's modules and invariant routing in front,
+  GMTL's joint decoding behind.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from taskgraph.data import MultiTaskData
+from taskgraph.exceptions import ValidationError
+from taskgraph.graph import TaskGraph
+from taskgraph.learners.base import BaseLearner, check_choices
+from taskgraph.nn.routing import TaskModuleRouter
+from taskgraph.nn.task_graph_net import TaskGraphNet
+from taskgraph.structure.causal import CausalStructure, StructureConfig
+from taskgraph.structure.prior import structure_edge_sets, uninformative_loss
+from taskgraph.tasks import Task, TaskSet
+
+__all__ = ["GraphLearner"]
+
+
+class GraphLearner(BaseLearner):
+    r"""Base of the learners whose model is a :class:`TaskGraphNet` with a learned causal task
+    graph (not registered itself).
+
+    Args:
+        candidates: ``"all"`` ordered pairs (default when ``T <= dense_limit``), ``"heuristic"``
+            (label-correlation top-``k_candidates`` partners), a :class:`TaskGraph` or an
+            ``edge_index``. With ``T <= dense_limit`` the output-level structure is searched over
+            all pairs even when the feature level uses a sparser graph, so it may add edges a
+            heuristic or given graph missed.
+        graph (TaskGraph, optional): a user-given (possibly wrong) task graph: the feature-level
+            message passing starts on it and the SEM weights of its edges start at 0.5.
+        node_dim (int): task node state width (default: 32).
+        threshold (float): ``|A|`` above which an edge is in ``task_graph_`` (default: 0.3).
+        lambda_sem, lambda_l1, lambda_ice, lambda_trivial, lambda_prior_l1 (float): loss weights.
+        p_intervene (float): per-task intervention probability of ICE negatives (default 0.2).
+        n_negatives (int): negatives per positive; ``ice_kind`` ``"binary"`` or ``"ranking"``.
+        acyclicity (str): ``"expm"``, ``"poly"`` or ``"sparse"`` (default: ``"expm"``; sparse is
+            used automatically above ``dense_limit`` tasks).
+        rho, rho_max (float): augmented-Lagrangian schedule.
+        inference_mode (str): how ``predict_proba`` gets ``p(y_k | x)``: ``"heads"`` (the
+            causal-view heads), ``"sem"`` (marginals of the output SEM over the learned DAG, by
+            Rao-Blackwellised ancestral sampling), ``"mean_field"`` or ``"gibbs"`` (marginals of
+            the causal EBM), or ``"auto"`` (default: heads or SEM, whichever has the lower
+            validation loss; chosen at the end of ``fit`` and kept in ``inference_``).
+        prior (bool): the structure-prior generator weights the messages (off: uniform
+            weights, as SGNN). (default: ``True``)
+        structure (bool): learn the output-level causal graph (SEM, acyclicity, ICE negatives);
+            off, ``task_graph_`` is the fixed feature-level graph. (default: ``True``)
+        ebm (bool): the causal EBM trained by ICE. (default: ``True``)
+        message_passing (bool): message passing between task nodes (off: every task reads its
+            own node state; the prior generator is then unused). (default: ``True``)
+        structure_every (int): the structure-level objective (trivial view, SEM, acyclicity,
+            ICE) runs every this many batches; the SEM likelihood then covers the rows of all of
+            them (default: 1; larger values cut the per-step cost but give the SEM fewer
+            optimisation steps, see :meth:`_structure_step`).
+    """
+
+    learns_structure = True
+
+    def __init__(
+        self,
+        tasks: TaskSet | builtins.list[Task | str],
+        *,
+        candidates: Any = "auto",
+        graph: TaskGraph | None = None,
+        k_candidates: int = 5,
+        dense_limit: int = 64,
+        node_dim: int = 32,
+        threshold: float = 0.3,
+        lambda_sem: float = 1.0,
+        lambda_l1: float = 0.01,
+        lambda_ice: float = 0.1,
+        lambda_trivial: float = 0.5,
+        lambda_prior_l1: float = 0.05,
+        p_intervene: float = 0.2,
+        n_negatives: int = 1,
+        ice_kind: str = "binary",
+        acyclicity: str = "expm",
+        rho: float = 1.0,
+        rho_max: float = 1e5,
+        rho_mult: float = 10.0,
+        al_warmup: int = 5,
+        sem_lr: float = 3e-2,
+        freeze_tol: float = 1e-2,
+        order_threshold: float = 1e-3,
+        refine_orientation: bool = True,
+        inference_mode: str = "auto",
+        sem_unary: str = "linear",
+        prior: bool = True,
+        structure: bool = True,
+        ebm: bool = True,
+        message_passing: bool = True,
+        structure_every: int = 1,
+        lr: float = 3e-3,
+        validation_fraction: float | None = 0.1,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(tasks, lr=lr, validation_fraction=validation_fraction, **kwargs)
+        self.candidates = candidates
+        self.graph = graph
+        self.k_candidates = k_candidates
+        self.dense_limit = dense_limit
+        self.node_dim = node_dim
+        self.threshold = threshold
+        self.lambda_sem = lambda_sem
+        self.lambda_l1 = lambda_l1
+        self.lambda_ice = lambda_ice
+        self.lambda_trivial = lambda_trivial
+        self.lambda_prior_l1 = lambda_prior_l1
+        self.p_intervene = p_intervene
+        self.n_negatives = n_negatives
+        self.ice_kind = ice_kind
+        self.acyclicity = acyclicity
+        self.rho = rho
+        self.rho_max = rho_max
+        self.rho_mult = rho_mult
+        self.al_warmup = al_warmup
+        self.sem_lr = sem_lr
+        self.freeze_tol = freeze_tol
+        self.order_threshold = order_threshold
+        self.refine_orientation = refine_orientation
+        self.inference_mode = inference_mode
+        self.sem_unary = sem_unary
+        self.prior = prior
+        self.structure = structure
+        self.message_passing = message_passing
+        self.ebm = ebm
+        self.structure_every = structure_every
+
+    #: constructor arguments renamed since files were saved: old name -> new name
+    _param_aliases: ClassVar[dict[str, str]] = {"sem": "structure"}
+
+    @property
+    def _prior_on(self) -> bool:
+        """The prior generator weights messages only where there is message passing."""
+        return bool(self.prior) and bool(self.message_passing)
+
+    # ------------------------------------------------------------------ building
+    def _check_params(self) -> None:
+        check_choices(self, {"inference_mode": ("auto", "heads", "sem", "mean_field", "gibbs"),
+                             "acyclicity": ("expm", "poly", "sparse"),
+                             "sem_unary": ("linear", "encoder"),
+                             "ice_kind": ("binary", "ranking")})
+        if self.inference_mode == "sem" and not self.structure:
+            raise ValidationError("inference_mode: 'sem' needs structure=True")
+        if not isinstance(self.structure_every, int) or self.structure_every < 1:
+            raise ValidationError(f"structure_every: expected a positive integer, got "
+                                  f"{self.structure_every!r}")
+        if not 0 < self.p_intervene <= 1:
+            raise ValidationError(f"p_intervene: expected a probability in (0, 1], got "
+                                  f"{self.p_intervene!r}")
+        if self.ebm and not self.structure and type(self).name != "sgnn_ebm":
+            raise ValidationError("ebm: the causal EBM's ICE negatives come from the output SEM; "
+                                  "set structure=True (or use the 'sgnn_ebm' learner)")
+        if self.graph is not None and not isinstance(self.graph, TaskGraph):
+            raise ValidationError(f"graph: expected a TaskGraph, got {type(self.graph).__name__}")
+
+    def _edge_sets(self, train: MultiTaskData | None, t: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(feature-level edges, output-level SEM edges, initial SEM weights or None)``
+        (:func:`~taskgraph.structure.prior.structure_edge_sets`)."""
+        return structure_edge_sets(
+            self.candidates, self.graph, self.tasks_set_.names, y=None if train is None
+            else train.y, loading=train is None, k=int(self.k_candidates),
+            dense_limit=int(self.dense_limit), structure=bool(self.structure))
+
+    def _graph_net(self, encoder: nn.Module, feature_shape: tuple[int, ...],
+                   train: MultiTaskData | None, node_dim: int,
+                   router: TaskModuleRouter | None = None) -> TaskGraphNet:
+        """The :class:`TaskGraphNet` on ``encoder`` (and ``router``) with this learner's edge sets
+        and :class:`CausalStructure`."""
+        self.__dict__.pop("inference_", None)
+        feat_edges, sem_edges, init = self._edge_sets(train, len(self.tasks_set_))
+        sem_in = (int(np.prod(feature_shape)) if self.sem_unary == "linear"
+                  else int(encoder.out_dim))
+        return TaskGraphNet(encoder, self.tasks_set_, feat_edges, node_dim, self._prior_on,
+                            self._structure_factory(train, sem_edges, feat_edges, init, sem_in),
+                            router=router, message_passing=bool(self.message_passing))
+
+    def _config(self) -> StructureConfig:
+        return StructureConfig(**{f.name: getattr(self, f.name)
+                                  for f in fields(StructureConfig)})
+
+    def _structure_factory(self, train: MultiTaskData | None, sem_edges: torch.Tensor,
+                           feat_edges: torch.Tensor, init: torch.Tensor | None, sem_in: int
+                           ) -> Callable[[int, int], nn.Module] | None:
+        """Builds the :class:`CausalStructure` inside the network (``None`` when neither the
+        SEM nor the EBM is on)."""
+        self._trivial_sum: torch.Tensor | None = None    # the epoch's trivial-view losses, summed
+        self._trivial_n = 0
+        self._plain_batches = 0         # batches of the epoch, when there is no structure part
+        sem, ebm = bool(self.structure), bool(self.ebm)
+        if not (sem or ebm):
+            return None
+        tasks, layout, config = self.tasks_set_, self.layout_, self._config()
+        device = self.device_
+
+        def build(node_dim: int, feat_dim: int) -> CausalStructure:
+            return CausalStructure(tasks, layout, sem_edges, feat_edges, node_dim=node_dim,
+                                   feat_dim=feat_dim, sem_in=sem_in, sem=sem, ebm=ebm,
+                                   sem_init=init, config=config, device=device)
+
+        return build
+
+    @property
+    def _structure(self) -> CausalStructure:
+        return self.model_.structure
+
+    def _sem_input(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Input of the SEM's unary heads: the raw features (``sem_unary="linear"``) or the
+        encoder output ``h``."""
+        return x.reshape(x.shape[0], -1) if self.sem_unary == "linear" else h
+
+    def _sem_unary(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The SEM's parent-free outputs ``u(x)``: linear in the raw features (default: the
+        logistic SEM given ``x`` whose directions are identifiable), or on the encoder output."""
+        return self._structure.sem_heads(self._sem_input(x, h))
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        net = self.model_
+        mode = getattr(self, "inference_",
+                       "heads" if self.inference_mode == "auto" else self.inference_mode)
+        if net.training or mode == "heads" or (mode != "sem" and not self.ebm):
+            return net(x)
+        h, _, _, s1 = net.states(x)
+        out = net.heads(s1)
+        u = self._sem_unary(x, h) if mode == "sem" else None
+        return self._structure.head_outputs(mode, u, s1, out, int(self.seed))
+
+    def _choose_inference(self, val: MultiTaskData | None) -> str:
+        """``inference_mode="auto"``: the mode with the lowest validation task loss among the
+        heads and, when present, the SEM marginals (``"heads"`` without validation data)."""
+        if self.inference_mode != "auto":
+            return self.inference_mode
+        if val is None or not self.structure or not self._structure.frozen:
+            return "heads"
+        losses = {}
+        for mode in ("heads", "sem"):
+            self.inference_ = mode
+            losses[mode] = self._val_loss(val)
+        return min(losses, key=losses.get)
+
+    def _structure_step(self, batch: Any, epoch: int, h: torch.Tensor, s0: torch.Tensor,
+                        w: torch.Tensor, s1: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The trivial view (the prior's complement must carry no information) and the
+        :class:`CausalStructure` objective, when it says they are due
+        (:meth:`CausalStructure.collect`); 0 on the other batches."""
+        net, st = self.model_, self.model_.structure
+        if st is None:            # prior generator only: the same every-k-th-batch schedule
+            self._plain_batches += 1
+            due, rows = self._plain_batches % int(self.structure_every) == 0, None
+        else:
+            due, rows = st.collect(batch, out, self._sem_input(batch.x, h))
+        if not due:
+            return out.new_zeros(())
+        loss = out.new_zeros(())
+        if self._prior_on:
+            triv = net.heads(net.mp.messages(s0, net.edge_index, 1.0 - w))
+            l_triv = uninformative_loss(self.layout_, triv)
+            loss = loss + self.lambda_trivial * l_triv
+            v = l_triv.detach().double()
+            self._trivial_sum = v if self._trivial_sum is None else self._trivial_sum + v
+            self._trivial_n += 1
+        if st is not None:
+            loss = loss + st.loss(batch, epoch, h, s1, out, rows)
+        return loss
+
+    def _param_groups(self, lr: float) -> builtins.list[dict[str, Any]]:
+        """The output SEM (its weights and linear unary) learns at ``sem_lr``: a convex-ish
+        logistic fit that must converge within the run for the structure to be identified."""
+        net = self.model_
+        if not self.structure:
+            return super()._param_groups(lr)
+        sem_params = self._structure.sem_parameters()
+        ids = {id(p) for p in sem_params}
+        rest = [p for p in net.parameters() if id(p) not in ids and p.requires_grad]
+        return [{"params": rest}, {"params": sem_params, "lr": float(self.sem_lr)}]
+
+    @torch.no_grad()
+    def _selection_loss(self, val: MultiTaskData, sharded: bool = False) -> float:
+        """Validation task loss plus the SEM's validation negative log-likelihood; epochs before
+        the structure is frozen to a DAG are ineligible (``inf``): a cyclic SEM's conditional
+        likelihood is not a likelihood, and restoring such an epoch would discard the learned
+        structure."""
+        task = super()._selection_loss(val, sharded=sharded)
+        if not self.structure:
+            return task
+        if not self._structure.frozen:
+            return float("inf")
+        self.model_.eval()
+        x, y = val.x.to(self.device_), val.y.to(self.device_)
+        h = self.model_.states(x)[0]
+        do = None if val.do is None else val.do.to(self.device_)
+        nll = self._structure.validation_nll(self._sem_unary(x, h), y, do)
+        return task + self.lambda_sem * nll
+
+    def _on_epoch_end(self, epoch: int, train: MultiTaskData,
+                      optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
+        row = {}
+        if self._trivial_n:
+            row["trivial"] = float(self._trivial_sum) / self._trivial_n
+        self._trivial_sum, self._trivial_n = None, 0
+        self._plain_batches = 0
+        st = self.model_.structure
+        if st is None:
+            return row
+        return {**row, **st.on_epoch_end(epoch, train, self._cpu_layout(), optimizer)}
+
+    def _after_fit(self, train: MultiTaskData, val: MultiTaskData | None) -> None:
+        super()._after_fit(train, val)
+        self.inference_ = self._choose_inference(val)
+
+    def _train_state(self) -> dict[str, Any]:
+        st = self.model_.structure
+        state = {} if st is None else st.train_state()
+        if hasattr(self, "inference_"):
+            state["inference"] = self.inference_
+        return state
+
+    def _load_train_state(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        if "inference" in state:
+            self.inference_ = state["inference"]
+        st = self.model_.structure
+        if st is not None and "al" in state:
+            st.load_train_state(state)
+
+    # ------------------------------------------------------------------ graph
+    def _learned_graph(self) -> TaskGraph:
+        names = self.tasks_set_.names
+        t = len(names)
+        net = self.model_
+        if not self.structure:
+            feat = torch.zeros(t, t, dtype=torch.bool)
+            feat[net.edge_index[0].cpu(), net.edge_index[1].cpu()] = True
+            return TaskGraph(feat.double().numpy(), names, learned=False,
+                             candidates=feat.numpy(),
+                             meta={"learner": self.name, "note": "feature-level graph (fixed)"})
+        return self._structure.graph(names, {"learner": self.name})
