@@ -241,6 +241,13 @@ class BaseLearner:
         self.verbose = verbose
 
     # ------------------------------------------------------------------ sklearn params
+    def _store_params(self, values: dict[str, Any]) -> None:
+        """Keep a subclass's constructor arguments unchanged as attributes of the same names
+        (scikit-learn's contract), from its ``locals()``."""
+        for name, value in values.items():
+            if name not in ("self", "tasks", "kwargs", "__class__"):
+                setattr(self, name, value)
+
     @classmethod
     def _param_names(cls) -> builtins.list[str]:
         names: builtins.list[str] = []

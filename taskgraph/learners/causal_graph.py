@@ -24,17 +24,13 @@ shared, with MT-CRL's routing and GMTL's joint inference as node-level parts.
    :math:`m_{ij} = \mathbb{1}[i \to j \in \hat G]` after it (messages then flow only along the
    learned causal edges); the output SEM with the acyclicity constraint and the causal EBM
    trained by ICE learn :math:`\hat G` exactly as in :class:`~taskgraph.learners.GCNet`.
-3. **Joint inference** (GMTL): ``predict`` decodes all tasks jointly,
-   :math:`\arg\max_{\mathbf{y}} \sum_k \log\tilde p(y_k|x)
-   - \alpha \log p_{\text{train}}(\mathbf{y})`
-   with the prior factorised over a graph (``gmtl``): ``"shifting"`` (default) uses the pairs
-   of tasks whose label association differs across the training environments
-   (:func:`~taskgraph.structure.invariance.heterogeneous_pairs`) — the couplings whose prior is
-   expected to shift (a confounder's, but also a causal pair whose child a confounder of varying
-   strength drives: the marginal test does not tell them apart, and the learned graph is not
-   used to veto a pair, since a spurious learned edge would then switch the decoding off);
-   ``"graph"`` uses the skeleton of :math:`\hat G` itself. Per-task temperatures are fitted on
-   the validation data. ``predict_proba`` stays the per-task marginals.
+3. **Joint inference** (GMTL): ``predict`` decodes all tasks jointly with a prior factorised over
+   a graph (``gmtl``, a :class:`~taskgraph.inference.graph_decoding.GraphDecoding` part):
+   ``"shifting"`` (default) couples the pairs whose label association differs across the
+   training environments (the couplings expected to shift; the learned graph does not veto a
+   pair, since a spurious learned edge would then switch the decoding off), ``"graph"`` the
+   skeleton of :math:`\hat G`. Per-task temperatures are fitted on the validation data;
+   ``predict_proba`` stays the per-task marginals.
 
 Every part has a switch (``routing``, ``invariance=0``, ``message_passing``, ``structure``,
 ``ebm``, ``gmtl=None``), so the ablations are this class. ``docs/architecture.md`` shows how a
@@ -150,25 +146,7 @@ class CausalGraph(GraphLearner):
     ) -> None:
         super().__init__(tasks, ebm=ebm, structure=structure, message_passing=message_passing,
                          **kwargs)
-        self.n_modules = n_modules
-        self.module_mode = module_mode
-        self.routing = routing
-        self.gate_init = gate_init
-        self.sparsity = sparsity
-        self.decorrelation = decorrelation
-        self.decorrelation_units = decorrelation_units
-        self.invariance = invariance
-        self.warmup_steps = warmup_steps
-        self.warmup_invariance = warmup_invariance
-        self.unbiased_invariance = unbiased_invariance
-        self.min_env_rows = min_env_rows
-        self.environments = environments
-        self.rebalance = rebalance
-        self.max_envs = max_envs
-        self.mp_graph = mp_graph
-        self.gmtl = gmtl
-        self.alpha = alpha
-        self.shift_z = shift_z
+        self._store_params(locals())
 
     # ------------------------------------------------------------------ building
     def _check_params(self) -> None:

@@ -116,36 +116,7 @@ class GraphLearner(BaseLearner):
         **kwargs: Any,
     ) -> None:
         super().__init__(tasks, lr=lr, validation_fraction=validation_fraction, **kwargs)
-        self.candidates = candidates
-        self.graph = graph
-        self.k_candidates = k_candidates
-        self.dense_limit = dense_limit
-        self.node_dim = node_dim
-        self.threshold = threshold
-        self.lambda_sem = lambda_sem
-        self.lambda_l1 = lambda_l1
-        self.lambda_ice = lambda_ice
-        self.lambda_trivial = lambda_trivial
-        self.lambda_prior_l1 = lambda_prior_l1
-        self.p_intervene = p_intervene
-        self.n_negatives = n_negatives
-        self.ice_kind = ice_kind
-        self.acyclicity = acyclicity
-        self.rho = rho
-        self.rho_max = rho_max
-        self.rho_mult = rho_mult
-        self.al_warmup = al_warmup
-        self.sem_lr = sem_lr
-        self.freeze_tol = freeze_tol
-        self.order_threshold = order_threshold
-        self.refine_orientation = refine_orientation
-        self.inference_mode = inference_mode
-        self.sem_unary = sem_unary
-        self.prior = prior
-        self.structure = structure
-        self.message_passing = message_passing
-        self.ebm = ebm
-        self.structure_every = structure_every
+        self._store_params(locals())
 
     #: constructor arguments renamed since files were saved: old name -> new name
     _param_aliases: ClassVar[dict[str, str]] = {"sem": "structure"}

@@ -169,31 +169,7 @@ class MTCRL(BaseLearner):
         **kwargs: Any,
     ) -> None:
         super().__init__(tasks, **kwargs)
-        self.n_modules = n_modules
-        self.module_dim = module_dim
-        self.module_mode = module_mode
-        self.gate = gate
-        self.readout = readout
-        self.gate_init = gate_init
-        self.prune_threshold = prune_threshold
-        self.sparsity = sparsity
-        self.sparsity_kind = sparsity_kind
-        self.decorrelation = decorrelation
-        self.decorrelation_kind = decorrelation_kind
-        self.decorrelation_units = decorrelation_units
-        self.invariance = invariance
-        self.invariance_kind = invariance_kind
-        self.warmup_steps = warmup_steps
-        self.warmup_invariance = warmup_invariance
-        self.renormalize = renormalize
-        self.invariance_intercept = invariance_intercept
-        self.unbiased_invariance = unbiased_invariance
-        self.min_env_rows = min_env_rows
-        self.environments = environments
-        self.rebalance = rebalance
-        self.max_envs = max_envs
-        self.penalty_through_encoder = penalty_through_encoder
-        self.graph = graph
+        self._store_params(locals())
 
     # ------------------------------------------------------------------ checks
     def _check_params(self) -> None:
