@@ -152,6 +152,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     graph.plot(out / "graph.png")
     bench.true_graph.save(out / "true_graph.graphml")
     bench.true_graph.plot(out / "true_graph.png")
+    graph.plot(out / "graph_vs_truth.png", truth=bench.true_graph)
     for name, g in graphs.items():
         g.save(out / "graphs" / f"{name}.graphml")
     _write_json(out / "metrics.json", {

@@ -61,7 +61,8 @@ def test_demo_writes_outputs(tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--tasks", "4", "--edges", "3", "--samples", "300",
                  "--epochs", "2"]) == 0
-    for name in ("graph.graphml", "graph.json", "graph.png", "metrics.json", "table.txt"):
+    for name in ("graph.graphml", "graph.json", "graph.png", "graph_vs_truth.png", "metrics.json",
+                 "table.txt"):
         assert (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
     methods = {row["method"] for row in metrics["rows"]}

@@ -399,3 +399,74 @@ def test_mark_in_csv_and_dot(tmp_path):
     assert float(ab["edge_weight"].strip('"')) == 0.4
     assert float(ab["edge_weight_reverse"].strip('"')) == 0.6
     assert "dir" not in edges['"c"', '"d"'] and edges['"c"', '"d"']["undirected"] == '"false"'
+
+
+# ------------------------------------------------------------------------------------ plot
+
+
+def _legend_labels(fig) -> list[str]:
+    return [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+
+
+def test_plot_against_truth(tmp_path):
+    names = ["a", "b", "c", "d", "e", "f"]
+    truth = TaskGraph.from_cpdag(
+        _adj(6, [(0, 1), (1, 2), (2, 1), (2, 3), (3, 4), (4, 5), (5, 4)]), names
+    )
+    adj = _adj(6, [(0, 1), (1, 2), (3, 2), (4, 5), (5, 4), (0, 5)]).astype(float)
+    routing = np.array([[0.9, 0.05], [0.5, 0.0], [0.1, 0.2], [0.0, 0.0], [0.3, 0.0], [1.0, 0.0]])
+    pred = TaskGraph(adj, names, undirected=(adj != 0) & (adj.T != 0), routing=routing)
+    path = tmp_path / "cmp.png"
+    fig = pred.plot(path, truth=truth)
+    assert path.read_bytes().startswith(b"\x89PNG")
+    labels = _legend_labels(fig)
+    for expected in ("correct (2)", "reversed (1)", "oriented (true edge undirected) (1)",
+                     "false positive (no true edge) (1)", "missing (false negative) (1)",
+                     "undirected edge (no arrowhead)", "task", "module"):
+        assert expected in labels, labels
+    assert not any(label.startswith("left undirected") for label in labels)  # none of those
+    # one patch per compared pair, plus the routing gates above 0.1 (0.9, 0.5, 0.2, 0.3, 1.0)
+    patches = fig.axes[0].patches
+    assert len(patches) == 6 + 5
+    from matplotlib.colors import to_hex
+
+    from taskgraph.graph.drawing import ROUTING_COLOR
+
+    gates = [p for p in patches if to_hex(p.get_edgecolor()) == ROUTING_COLOR]
+    alphas = sorted(round(p.get_alpha(), 6) for p in gates)
+    assert alphas == sorted(round(0.15 + 0.65 * g, 6) for g in (0.9, 0.5, 0.2, 0.3, 1.0))
+    # undirected edges have no arrowhead
+    styles = {type(p.get_arrowstyle()).__name__ for p in patches}
+    assert {"CurveFilledB", "Curve"} <= styles
+    # truth as an array in the graph's task order, and a truth over other tasks
+    fig = pred.plot(truth=truth.adjacency, routing_threshold=0.0)
+    assert len(fig.axes[0].patches) == 6 + 7
+    with pytest.raises(ValidationError, match="truth"):
+        pred.plot(truth=TaskGraph.empty(["x", "y"]))
+    with pytest.raises(ValidationError, match="truth"):
+        pred.plot(truth=np.zeros((2, 2)))
+    with pytest.raises(ValidationError, match="routing_threshold"):
+        pred.plot(routing_threshold=1.0)
+
+
+def test_plot_undirected_without_truth_and_labels_that_fit():
+    g = _marked()
+    fig = g.plot()
+    labels = _legend_labels(fig)
+    assert "undirected edge (no arrowhead)" in labels
+    # a - b once without arrowhead, b -> c, and the unmarked c <-> d as two arrows
+    assert len([p for p in fig.axes[0].patches if p.get_linestyle() != "--"]) == 4
+    long = ["a_task_with_a_very_long_name_indeed_that_goes_on_and_on", "short"]
+    fig = TaskGraph([[0, 1], [0, 0]], long).plot()
+    texts = {t.get_text() for t in fig.axes[0].texts}
+    assert "short" in texts
+    (wrapped,) = texts - {"short"}
+    assert wrapped.count("\n") == 2 and wrapped.endswith("…")
+    assert all(len(line) <= 12 for line in wrapped.split("\n"))
+    from taskgraph.graph.drawing import fit_labels
+
+    labels, size, font = fit_labels(["ab", "cd"], None, None)
+    assert labels == ["ab", "cd"] and size == 1200.0 and font == 9.0
+    labels, size, font = fit_labels(long, None, None)
+    assert size <= 3600.0 and 5.0 <= font < 9.0
+    assert fit_labels(long, 900.0, 11.0)[1:] == (900.0, 11.0)  # given sizes are kept

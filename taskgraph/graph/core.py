@@ -807,33 +807,52 @@ class TaskGraph:
         *,
         layout: str | Mapping[str, tuple[float, float]] = "auto",
         show_modules: bool = True,
-        node_size: float = 1200.0,
-        font_size: float = 9.0,
+        node_size: float | None = None,
+        font_size: float | None = None,
         figsize: tuple[float, float] | None = None,
         dpi: int = 150,
         title: str | None = None,
+        truth: TaskGraph | Any = None,
+        routing_threshold: float = drawing.ROUTING_THRESHOLD,
     ) -> Figure:
         """Draw the graph with matplotlib (Agg; no pyplot state is touched).
 
         Task edges are solid arrows whose width is proportional to ``|w|`` (blue for positive,
-        red for negative weights); tasks are circles labelled with their names. Modules are
-        squares of another colour, routing edges dashed grey arrows module → task with width
-        proportional to the gate.
+        red for negative weights); an undirected edge is one line without arrowheads. Tasks are
+        circles labelled with their names (wrapped, the circles sized to hold them). Modules
+        are squares of another colour, routing gates dashed grey arrows module → task whose
+        width and opacity grow with the gate; gates ``<= routing_threshold`` are left out.
+
+        With ``truth``, every pair adjacent in either graph is drawn once, coloured and styled
+        by how it compares (legend with counts; :func:`taskgraph.metrics.compare_edges`):
+        correct (green), reversed (orange), left undirected where the true edge is directed
+        (cyan, dash-dot), oriented where the true edge is undirected (purple, dash-dot), false
+        positive (red, dashed) and missing (brown, dotted, in the true direction). The truth is
+        compared as given: pass ``truth.cpdag()`` to score orientations only where the data
+        can fix them. Positions then follow the true graph, so drawings of several learners
+        against one truth line up.
 
         Args:
             path (str or PathLike, optional): write the figure here (atomically); the suffix
                 picks the image format (default PNG).
             ax (matplotlib Axes, optional): draw into these axes instead of a new figure.
             threshold (float): draw only task edges with ``|w| > threshold``.
-            layout (str or dict): ``"auto"`` (``"layered"`` for DAGs with edges, else
-                ``"circular"``), ``"layered"``, ``"circular"``, ``"spring"``, or a dict of
-                positions ``{name: (x, y)}`` for every drawn node.
+            layout (str or dict): ``"auto"`` (``"layered"`` for DAGs with edges, undirected
+                ones oriented by :meth:`to_dag`, else ``"circular"``), ``"layered"``,
+                ``"circular"``, ``"spring"``, or a dict of positions ``{name: (x, y)}`` for
+                every drawn node.
             show_modules (bool): draw modules and routing edges when the graph has routing.
-            node_size (float): marker area in points².
-            font_size (float): label font size.
+            node_size (float, optional): marker area in points²; default: large enough for the
+                widest label (1200 to 3600).
+            font_size (float, optional): label font size; default 9, smaller (down to 5) when
+                a label would not fit the largest node.
             figsize (tuple, optional): figure size in inches for a new figure.
             dpi (int): resolution of the written image.
             title (str, optional): axes title (default: a summary of the graph).
+            truth (TaskGraph or array, optional): the true graph (same tasks; an array in this
+                graph's task order; two-way pairs and undirected marks are undirected edges).
+            routing_threshold (float): gates at or below it are not drawn, in ``[0, 1)``.
+                (default: ``0.1``)
 
         Returns:
             matplotlib.figure.Figure: the figure drawn into.
@@ -850,4 +869,6 @@ class TaskGraph:
             figsize=figsize,
             dpi=dpi,
             title=title,
+            truth=truth,
+            routing_threshold=routing_threshold,
         )
