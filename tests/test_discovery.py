@@ -89,6 +89,7 @@ def test_from_causallearn_endpoint_matrix_orientation(structure, marks):
 def test_from_causallearn_undirected_edge_is_two_way():
     g = from_causallearn(_marks(3, [(0, 2, -1, -1)]), NAMES)
     assert _edge_set(g) == {("a", "c"), ("c", "a")}
+    assert g.undirected_edges() == [("a", "c")]
 
 
 def test_from_causallearn_reads_causallearn_objects():
@@ -113,6 +114,7 @@ def test_from_causallearn_bidirected_and_circle_marks():
     marks = _marks(3, [(0, 1, 1, 1), (1, 2, 2, 1)])  # a <-> b, b o-> c
     g = from_causallearn(marks, NAMES)
     assert _edge_set(g) == _two_way([("a", "b"), ("b", "c")])
+    assert g.undirected_edges() == [("b", "c")]  # a <-> b is two-way but not unoriented
     assert json.loads(g.meta["bidirected"]) == [["a", "b"]]
     dropped = from_causallearn(marks, NAMES, bidirected="drop")
     assert _edge_set(dropped) == _two_way([("b", "c")])

@@ -11,7 +11,8 @@ task ``j``. causal-learn uses two other encodings; they are turned into ours her
   ``j`` on ``i`` (row = effect), so ``A = B.T``.
 
 A CPDAG edge whose orientation the data cannot fix (``i — j``) becomes a **two-way pair**
-``A[i, j] = A[j, i] = 1``; structure metrics read a two-way pair as one undirected edge.
+``A[i, j] = A[j, i] = 1`` with the graph's ``undirected`` mark; structure metrics read a
+two-way pair as one undirected edge.
 
 Example:
     >>> g = discover(data, "pc", alpha=0.01)          # CPDAG over the tasks of ``data``
@@ -76,18 +77,20 @@ def from_causallearn(
     causal-learn              meaning             ``A`` (ours, ``A[src, dst]``)
     ========================  ==================  =====================================
     ``m_i=-1, m_j=1``         ``i → j``           ``A[i, j] = 1``
-    ``m_i=-1, m_j=-1``        ``i — j``           ``A[i, j] = A[j, i] = 1`` (two-way)
-    any circle (``2``)        PAG ``o-o``, ``o→`` ``A[i, j] = A[j, i] = 1`` (two-way)
+    ``m_i=-1, m_j=-1``        ``i — j``           ``A[i, j] = A[j, i] = 1``, undirected
+    any circle (``2``)        PAG ``o-o``, ``o→`` ``A[i, j] = A[j, i] = 1``, undirected
     ``m_i=1, m_j=1``          ``i ↔ j``           by ``bidirected`` (see below)
     ``4``/``5`` pair codes    directed + ``↔``    the directed part + ``bidirected`` rule
     ========================  ==================  =====================================
 
     A circle mark says "tail or arrowhead, unknown", so an edge with any circle is treated as
-    undirected. A bidirected edge (a latent confounder, no direct effect either way) is kept
-    as a two-way pair by default (``bidirected="both"``: the tasks stay adjacent, as in the
-    skeleton) or removed (``bidirected="drop"``: only causal edges remain); either way its
-    pairs are recorded in ``meta["bidirected"]``, a JSON string of ``[name_i, name_j]`` pairs
-    with ``i < j`` (meta values are scalars; the key is absent when there is none).
+    undirected. Undirected edges carry the :class:`TaskGraph` ``undirected`` mark (exports keep
+    it, plots draw it without arrowheads). A bidirected edge (a latent confounder, no direct
+    effect either way) is kept as a two-way pair without the mark by default
+    (``bidirected="both"``: the tasks stay adjacent, as in the skeleton) or removed
+    (``bidirected="drop"``: only causal edges remain); either way its pairs are recorded
+    in ``meta["bidirected"]``, a JSON string of ``[name_i, name_j]`` pairs with ``i < j``
+    (meta values are scalars; the key is absent when there is none).
 
     Args:
         graph: a causal-learn ``GeneralGraph`` (``.graph``), a ``CausalGraph`` from ``pc``/``fci``
@@ -114,6 +117,7 @@ def from_causallearn(
             f"graph: endpoint matrix has shape {marks.shape} but {t} names were given"
         )
     adj = np.zeros((t, t))
+    undirected = np.zeros((t, t), dtype=bool)
     both_ways: list[list[str]] = []
     for i in range(t):
         for j in range(i + 1, t):
@@ -125,6 +129,8 @@ def from_causallearn(
                 adj[i, j] = 1.0
             if directed in ("j->i", "both"):
                 adj[j, i] = 1.0
+            if directed == "both":
+                undirected[i, j] = undirected[j, i] = True
             if bidir:
                 both_ways.append([labels[i], labels[j]])
                 if bidirected == "both":
@@ -133,7 +139,7 @@ def from_causallearn(
     if both_ways:
         info["bidirected"] = json.dumps(both_ways, ensure_ascii=False)
     info.update(meta or {})
-    return TaskGraph(adj, names, learned=True, meta=info)
+    return TaskGraph(adj, names, learned=True, meta=info, undirected=undirected)
 
 
 def from_lingam(
