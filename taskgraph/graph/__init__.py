@@ -8,6 +8,8 @@ negative), the task names in their fixed order, and optionally
   exported as *module → task* edges;
 - ``candidates[T, T]``: the boolean search space of structure learning;
 - ``raw[T, T]``: un-thresholded weights (e.g. edge probabilities) kept beside the adjacency;
+- ``undirected[T, T]``: the symmetric mark of edges ``i — j`` the learner could not orient (both
+  directions in the adjacency), as in a CPDAG;
 - ``meta``: graph-level attributes (method, seed, threshold, ...) with str/int/float/bool values;
 - ``learned``: ``False`` for learners without structure (an empty graph flagged as not learned).
 
@@ -25,7 +27,10 @@ Modules of this package:
 - :mod:`~taskgraph.graph.core`: the :class:`TaskGraph` value type;
 - :mod:`~taskgraph.graph.validation`: argument checks;
 - :mod:`~taskgraph.graph.convert`: the networkx schema shared by every file format;
-- :mod:`~taskgraph.graph.algorithms`: cycles, topological order, layers, ``to_dag`` (networkx);
+- :mod:`~taskgraph.graph.algorithms`: cycles, topological order, layers, ``to_dag`` (networkx),
+  the orientation of undirected edges;
+- :mod:`~taskgraph.graph.equivalence`: the CPDAG of a DAG (causal-learn) and the edge-by-edge
+  comparison of two graphs;
 - :mod:`~taskgraph.graph.readwrite`: files, one module per format;
 - :mod:`~taskgraph.graph.drawing`: :meth:`TaskGraph.plot` with matplotlib.
 """
