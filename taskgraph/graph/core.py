@@ -28,11 +28,12 @@ from taskgraph.graph import algorithms, convert, drawing, readwrite
 from taskgraph.graph.convert import FORMAT_VERSION
 from taskgraph.graph.validation import (
     MetaValue,
-    _as_array,
     _bool_matrix,
+    _edge_index_matrix,
     _float_matrix,
     _is_int,
     _opt_equal,
+    _routing_matrix,
     _undirected_mask,
     _validate_meta,
     _validate_names,
@@ -92,18 +93,8 @@ class TaskGraph:
         TaskGraph(tasks=2, edges=1, learned=True)
     """
 
-    __slots__ = (
-        "_names",
-        "_index",
-        "_adj",
-        "_routing",
-        "_modules",
-        "_cand",
-        "_learned",
-        "_meta",
-        "_raw",
-        "_undir",
-    )
+    __slots__ = ("_names", "_index", "_adj", "_routing", "_modules", "_cand", "_learned",
+                 "_meta", "_raw", "_undir")
 
     def __init__(
         self,
@@ -128,34 +119,7 @@ class TaskGraph:
                 f"adjacency: the diagonal must be 0 (no self-loops); task {names[d]!r} has "
                 f"weight {adj[d, d]!r} on itself"
             )
-        if routing is None:
-            if modules is not None:
-                raise ValidationError("modules: given without routing")
-            routing_arr, module_names = None, []
-        else:
-            routing_arr = _float_matrix(routing, "routing", n, None)
-            k = routing_arr.shape[1]
-            if k == 0:
-                raise ValidationError("routing: expected at least one module column, got [T, 0]")
-            if ((routing_arr < 0) | (routing_arr > 1)).any():
-                i, j = np.argwhere((routing_arr < 0) | (routing_arr > 1))[0]
-                raise ValidationError(
-                    f"routing: gates must lie in [0, 1], found {routing_arr[i, j]} at [{i}, {j}]"
-                )
-            if modules is None:
-                module_names = [f"module_{m}" for m in range(k)]
-            else:
-                module_names = _validate_names(modules, "modules", "module")
-                if len(module_names) != k:
-                    raise ValidationError(
-                        f"modules: expected {k} names (routing has {k} columns), "
-                        f"got {len(module_names)}"
-                    )
-            clash = sorted(set(module_names) & set(names))
-            if clash:
-                raise ValidationError(
-                    f"modules: module names {clash} are also task names; pass distinct modules="
-                )
+        routing_arr, module_names = _routing_matrix(routing, modules, names)
         if not isinstance(learned, (bool, np.bool_)):
             raise ValidationError(f"learned: expected a bool, got {type(learned).__name__}")
         self._names: list[str] = names
@@ -231,39 +195,7 @@ class TaskGraph:
                 non-finite weight.
         """
         names = _validate_names(tasks)
-        n = len(names)
-        ei = _as_array(edge_index, "edge_index")
-        if ei.ndim != 2 or ei.shape[0] != 2:
-            raise ValidationError(f"edge_index: expected shape [2, E], got {list(ei.shape)}")
-        if ei.dtype.kind not in "iu":
-            raise ValidationError(f"edge_index: expected an integer array, got dtype {ei.dtype}")
-        ei = ei.astype(np.int64)
-        n_edges = ei.shape[1]
-        if n_edges and (ei.min() < 0 or ei.max() >= n):
-            raise ValidationError(
-                f"edge_index: node indices must lie in [0, {n}) for {n} tasks, "
-                f"got range [{ei.min()}, {ei.max()}]"
-            )
-        if edge_weight is None:
-            w = np.ones(n_edges)
-        else:
-            w = _as_array(edge_weight, "edge_weight").astype(np.float64)
-            if w.shape != (n_edges,):
-                raise ValidationError(
-                    f"edge_weight: expected shape [{n_edges}] (one per edge_index column), "
-                    f"got {list(w.shape)}"
-                )
-            if not np.isfinite(w).all():
-                raise ValidationError("edge_weight: weights must be finite")
-        flat = ei[0] * n + ei[1]
-        uniq, counts = np.unique(flat, return_counts=True)
-        if (counts > 1).any():
-            dup = int(uniq[counts > 1][0])
-            raise ValidationError(
-                f"edge_index: duplicate edge {names[dup // n]!r} -> {names[dup % n]!r}"
-            )
-        adj = np.zeros((n, n))
-        adj[ei[0], ei[1]] = w
+        adj = _edge_index_matrix(edge_index, edge_weight, names)
         return cls(adj, names, **kwargs)
 
     @classmethod

@@ -16,7 +16,7 @@ import json
 import math
 import numbers
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -205,3 +205,79 @@ def _undirected_mask(value: Any, adjacency: np.ndarray, names: list[str]) -> np.
             "adjacency[i, j] != 0 and adjacency[j, i] != 0"
         )
     return mask
+
+
+def _edge_index_matrix(edge_index: Any, edge_weight: Any, names: list[str]) -> np.ndarray:
+    """``[T, T]`` weights from a PyG ``edge_index`` ``[2, E]`` and optional ``edge_weight``
+    ``[E]`` (``None``: all 1); refuses bad shapes, out-of-range indices, duplicate edges and
+    non-finite weights, naming the argument."""
+    n = len(names)
+    ei = _as_array(edge_index, "edge_index")
+    if ei.ndim != 2 or ei.shape[0] != 2:
+        raise ValidationError(f"edge_index: expected shape [2, E], got {list(ei.shape)}")
+    if ei.dtype.kind not in "iu":
+        raise ValidationError(f"edge_index: expected an integer array, got dtype {ei.dtype}")
+    ei = ei.astype(np.int64)
+    n_edges = ei.shape[1]
+    if n_edges and (ei.min() < 0 or ei.max() >= n):
+        raise ValidationError(
+            f"edge_index: node indices must lie in [0, {n}) for {n} tasks, "
+            f"got range [{ei.min()}, {ei.max()}]"
+        )
+    if edge_weight is None:
+        w = np.ones(n_edges)
+    else:
+        w = _as_array(edge_weight, "edge_weight").astype(np.float64)
+        if w.shape != (n_edges,):
+            raise ValidationError(
+                f"edge_weight: expected shape [{n_edges}] (one per edge_index column), "
+                f"got {list(w.shape)}"
+            )
+        if not np.isfinite(w).all():
+            raise ValidationError("edge_weight: weights must be finite")
+    flat = ei[0] * n + ei[1]
+    uniq, counts = np.unique(flat, return_counts=True)
+    if (counts > 1).any():
+        dup = int(uniq[counts > 1][0])
+        raise ValidationError(
+            f"edge_index: duplicate edge {names[dup // n]!r} -> {names[dup % n]!r}"
+        )
+    adj = np.zeros((n, n))
+    adj[ei[0], ei[1]] = w
+    return adj
+
+
+def _routing_matrix(routing: Any, modules: Sequence[str] | None, names: list[str]
+                    ) -> tuple[np.ndarray | None, list[str]]:
+    """``(routing [T, K] or None, module names)``: gates in [0, 1], one name per column, no
+    module named like a task; the message names the argument."""
+    n = len(names)
+    if routing is None:
+        if modules is not None:
+            raise ValidationError("modules: given without routing")
+        routing_arr, module_names = None, []
+    else:
+        routing_arr = _float_matrix(routing, "routing", n, None)
+        k = routing_arr.shape[1]
+        if k == 0:
+            raise ValidationError("routing: expected at least one module column, got [T, 0]")
+        if ((routing_arr < 0) | (routing_arr > 1)).any():
+            i, j = np.argwhere((routing_arr < 0) | (routing_arr > 1))[0]
+            raise ValidationError(
+                f"routing: gates must lie in [0, 1], found {routing_arr[i, j]} at [{i}, {j}]"
+            )
+        if modules is None:
+            module_names = [f"module_{m}" for m in range(k)]
+        else:
+            module_names = _validate_names(modules, "modules", "module")
+            if len(module_names) != k:
+                raise ValidationError(
+                    f"modules: expected {k} names (routing has {k} columns), "
+                    f"got {len(module_names)}"
+                )
+        clash = sorted(set(module_names) & set(names))
+        if clash:
+            raise ValidationError(
+                f"modules: module names {clash} are also task names; pass distinct modules="
+            )
+    return routing_arr, module_names
