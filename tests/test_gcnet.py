@@ -8,7 +8,7 @@ import torch
 
 import taskgraph as tg
 from taskgraph import ValidationError
-from taskgraph.learners import create
+from taskgraph.learners import create, load_learner
 from taskgraph.metrics import structure
 from taskgraph.structure.prior import candidate_edges
 
@@ -227,3 +227,26 @@ def test_structure_every_also_spaces_the_trivial_view_without_structure(small, m
     for batch in list(small.train.loader(20, shuffle=False))[:8]:
         learner._loss(batch, epoch=10)[0].backward()
     assert len(calls) == 2
+
+
+def test_pc_candidates_restrict_both_levels_and_survive_save_load(small, tmp_path):
+    """``candidates="pc"``: the feature-level and the SEM edge sets are both causal-learn's PC
+    skeleton on the training labels (so the learned graph lies inside it), and a saved model
+    loads with the same edges, graph and predictions."""
+    from taskgraph.structure import discover
+
+    learner = create("gcnet", small.tasks, hidden=16, node_dim=8, candidates="pc",
+                     threshold=0.05, epochs=3, seed=0, verbose=False).fit(small.train, small.val)
+    pc = discover(small.train, "pc", alpha=0.05, indep_test="gsq").skeleton()
+    mask = np.zeros_like(pc)
+    src, dst = learner.model_.edge_index.numpy()
+    mask[src, dst] = True
+    assert np.array_equal(mask, pc) and pc.any()
+    sem = learner.task_graph_.candidates
+    assert np.array_equal(sem, pc)
+    assert not (learner.task_graph_.skeleton() & ~pc).any()
+    path = learner.save(tmp_path / "pc.pt")
+    loaded = load_learner(path)
+    assert loaded.task_graph_ == learner.task_graph_
+    torch.testing.assert_close(loaded.predict_proba(small.test_iid.x),
+                               learner.predict_proba(small.test_iid.x))

@@ -43,10 +43,11 @@ class GraphLearner(BaseLearner):
 
     Args:
         candidates: ``"all"`` ordered pairs (default when ``T <= dense_limit``), ``"heuristic"``
-            (label-correlation top-``k_candidates`` partners), a :class:`TaskGraph` or an
-            ``edge_index``. With ``T <= dense_limit`` the output-level structure is searched over
-            all pairs even when the feature level uses a sparser graph, so it may add edges a
-            heuristic or given graph missed.
+            (label-correlation top-``k_candidates`` partners), ``"pc"`` (causal-learn's PC
+            skeleton on the training labels, the candidate set of both levels), a
+            :class:`TaskGraph` or an ``edge_index``. With ``T <= dense_limit`` the output-level
+            structure is searched over all pairs even when the feature level uses a sparser
+            graph (not with ``"pc"``), so it may add edges a heuristic or given graph missed.
         graph (TaskGraph, optional): a user-given (possibly wrong) task graph: the feature-level
             message passing starts on it and the SEM weights of its edges start at 0.5.
         node_dim (int): task node state width (default: 32).
@@ -152,7 +153,7 @@ class GraphLearner(BaseLearner):
         (:func:`~taskgraph.structure.prior.structure_edge_sets`)."""
         return structure_edge_sets(
             self.candidates, self.graph, self.tasks_set_.names, y=None if train is None
-            else train.y, loading=train is None, k=int(self.k_candidates),
+            else train.y, data=train, loading=train is None, k=int(self.k_candidates),
             dense_limit=int(self.dense_limit), structure=bool(self.structure))
 
     def _graph_net(self, encoder: nn.Module, feature_shape: tuple[int, ...],

@@ -71,6 +71,7 @@ def candidate_edges(
     y: torch.Tensor | None = None,
     k: int = 5,
     names: list[str] | None = None,
+    data: Any = None,
 ) -> torch.Tensor:
     """Candidate edges ``[2, E]`` for the structure search.
 
@@ -83,10 +84,13 @@ def candidate_edges(
         y: training labels ``[N, T]`` (needed for ``"heuristic"``).
         k: partners per task for ``"heuristic"``.
         names: task names, to check a given TaskGraph's tasks.
+        data (MultiTaskData, optional): the training data (needed for ``"pc"``).
     """
     if isinstance(spec, str):
         if spec == "all":
             return all_pairs(n_tasks)
+        if spec == "pc":
+            return _pc_skeleton(data, n_tasks)
         if spec == "heuristic":
             if y is None:
                 raise ValidationError("candidates: 'heuristic' needs training labels")
@@ -99,8 +103,8 @@ def candidate_edges(
             mask[src, dst] = True
             mask = (mask | mask.T) & ~torch.eye(n_tasks, dtype=torch.bool)
             return mask.nonzero().T.contiguous()
-        raise ValidationError(f"candidates: expected 'all', 'heuristic', a TaskGraph or an "
-                              f"edge_index, got {spec!r}")
+        raise ValidationError(f"candidates: expected 'all', 'heuristic', 'pc', a TaskGraph or "
+                              f"an edge_index, got {spec!r}")
     if isinstance(spec, TaskGraph):
         if names is not None and spec.names != names:
             raise ValidationError(f"candidates: the graph's tasks {spec.names} differ from the "
@@ -121,9 +125,21 @@ def candidate_edges(
     return ei
 
 
+def _pc_skeleton(data: Any, n_tasks: int) -> torch.Tensor:
+    """Both directions of the PC skeleton of ``data``'s labels, ``[2, E]``."""
+    from taskgraph.structure.discovery import discover
+
+    if data is None:
+        raise ValidationError("candidates: 'pc' needs the training data")
+    discrete = all(t.is_classification for t in data.tasks)
+    g = discover(data, "pc", alpha=0.05, indep_test="gsq" if discrete else "fisherz")
+    mask = torch.as_tensor(g.skeleton()) & ~torch.eye(n_tasks, dtype=torch.bool)
+    return mask.nonzero().T.contiguous()
+
+
 def structure_edge_sets(
     candidates: Any, graph: TaskGraph | None, names: list[str], *, y: torch.Tensor | None,
-    loading: bool, k: int, dense_limit: int, structure: bool,
+    loading: bool, k: int, dense_limit: int, structure: bool, data: Any = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """GCNet's edge sets: ``(feature-level edges, output-level SEM edges, initial SEM weights or
     None)``.
@@ -131,8 +147,10 @@ def structure_edge_sets(
     The feature level uses ``candidates`` (``"auto"``: a given ``graph``, else all pairs up to
     ``dense_limit`` tasks and the heuristic above); the SEM searches all pairs up to
     ``dense_limit`` tasks (so it may add edges a sparse feature graph missed) and the feature
-    edges above. A given ``graph``'s edges start at SEM weight 0.5. When ``loading``, heuristic
-    edges are left empty (the state dict restores them)."""
+    edges above, except with ``"pc"``, whose skeleton is the candidate set of both levels (a
+    causal-learn prior: the SEM only orients and prunes it). A given ``graph``'s edges start at
+    SEM weight 0.5. When ``loading``, data-derived edges (heuristic, PC) are left empty (the
+    state dict restores them)."""
     t = len(names)
     spec = candidates
     if graph is not None:
@@ -143,11 +161,13 @@ def structure_edge_sets(
             spec = graph
     if isinstance(spec, str) and spec == "auto":
         spec = "all" if t <= dense_limit else "heuristic"
-    if isinstance(spec, str) and spec == "heuristic" and loading:
+    from_data = isinstance(spec, str) and spec in ("heuristic", "pc")
+    if from_data and loading:
         feat_edges = torch.zeros(2, 0, dtype=torch.long)
     else:
-        feat_edges = candidate_edges(spec, t, y=y, k=k, names=names)
-    sem_edges = candidate_edges("all", t) if t <= dense_limit else feat_edges
+        feat_edges = candidate_edges(spec, t, y=y, k=k, names=names, data=data)
+    pc = isinstance(spec, str) and spec == "pc"
+    sem_edges = candidate_edges("all", t) if t <= dense_limit and not pc else feat_edges
     init = None
     if graph is not None and structure:
         a = torch.as_tensor(graph.adjacency != 0)
