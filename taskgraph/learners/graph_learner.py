@@ -37,6 +37,18 @@ from taskgraph.tasks import Task, TaskSet
 __all__ = ["GraphLearner"]
 
 
+def _run_hybrid(train: MultiTaskData) -> dict[str, Any]:
+    """:func:`~taskgraph.structure.score_search.hybrid_search` on ``train``, with the error
+    naming ``structure_search``."""
+    from taskgraph.structure.score_search import hybrid_search
+
+    if not all(t.is_classification for t in train.tasks):
+        raise ValidationError("structure_search: 'hybrid' scores discrete labels; every task "
+                              "must be a classification task (use 'sem')")
+    dag, und, info = hybrid_search(train)
+    return {"dag": dag, "undirected": und, "info": info}
+
+
 class GraphLearner(BaseLearner):
     r"""Base of the learners whose model is a :class:`TaskGraphNet` with a learned causal task
     graph (not registered itself).
@@ -74,6 +86,13 @@ class GraphLearner(BaseLearner):
             ICE) runs every this many batches; the SEM likelihood then covers the rows of all of
             them (default: 1; larger values cut the per-step cost but give the SEM fewer
             optimisation steps, see :meth:`_structure_step`).
+        structure_search (str): how the output-level graph is found. ``"sem"``: the output
+            SEM's weights under the acyclicity schedule, thresholded (default). ``"hybrid"``
+            (every task a classification task): causal-learn's PC skeletons, then greedy
+            search for the DAG with the best interventional BIC score
+            (:func:`~taskgraph.structure.score_search.hybrid_search`); edges the data cannot
+            orient are marked undirected, and the SEM, ICE and EBM are fitted along the
+            found DAG. (default: :obj:`"sem"`; docs/gcnet.md has the measurements)
     """
 
     learns_structure = True
@@ -112,6 +131,7 @@ class GraphLearner(BaseLearner):
         ebm: bool = True,
         message_passing: bool = True,
         structure_every: int = 1,
+        structure_search: str = "sem",
         lr: float = 3e-3,
         validation_fraction: float | None = 0.1,
         **kwargs: Any,
@@ -130,6 +150,7 @@ class GraphLearner(BaseLearner):
     # ------------------------------------------------------------------ building
     def _check_params(self) -> None:
         check_choices(self, {"inference_mode": ("auto", "heads", "sem", "mean_field", "gibbs"),
+                             "structure_search": ("sem", "hybrid"),
                              "acyclicity": ("expm", "poly", "sparse"),
                              "sem_unary": ("linear", "encoder"),
                              "ice_kind": ("binary", "ranking")})
@@ -151,10 +172,20 @@ class GraphLearner(BaseLearner):
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``(feature-level edges, output-level SEM edges, initial SEM weights or None)``
         (:func:`~taskgraph.structure.prior.structure_edge_sets`)."""
-        return structure_edge_sets(
+        feat, sem, init = structure_edge_sets(
             self.candidates, self.graph, self.tasks_set_.names, y=None if train is None
             else train.y, data=train, loading=train is None, k=int(self.k_candidates),
             dense_limit=int(self.dense_limit), structure=bool(self.structure))
+        self._hybrid: dict[str, Any] | None = None
+        if self.structure and self.structure_search == "hybrid":
+            # the SEM is fitted along the hybrid search's DAG (its edges come from the file
+            # when loading)
+            sem = torch.zeros(2, 0, dtype=torch.long)
+            if train is not None:
+                self._hybrid = _run_hybrid(train)
+                sem = torch.as_tensor(np.stack(np.nonzero(self._hybrid["dag"]))).long()
+            init = torch.full((sem.shape[1],), 0.5)
+        return feat, sem, init
 
     def _graph_net(self, encoder: nn.Module, feature_shape: tuple[int, ...],
                    train: MultiTaskData | None, node_dim: int,
@@ -307,6 +338,11 @@ class GraphLearner(BaseLearner):
         state = {} if st is None else st.train_state()
         if hasattr(self, "inference_"):
             state["inference"] = self.inference_
+        hybrid = getattr(self, "_hybrid", None)
+        if hybrid is not None:
+            state["hybrid"] = {"dag": hybrid["dag"].tolist(),
+                               "undirected": hybrid["undirected"].tolist(),
+                               "info": hybrid["info"]}
         return state
 
     def _load_train_state(self, state: dict[str, Any]) -> None:
@@ -314,6 +350,11 @@ class GraphLearner(BaseLearner):
             return
         if "inference" in state:
             self.inference_ = state["inference"]
+        if "hybrid" in state:
+            h = state["hybrid"]
+            self._hybrid = {"dag": np.asarray(h["dag"], dtype=bool),
+                            "undirected": np.asarray(h["undirected"], dtype=bool),
+                            "info": h["info"]}
         st = self.model_.structure
         if st is not None and "al" in state:
             st.load_train_state(state)
@@ -329,4 +370,15 @@ class GraphLearner(BaseLearner):
             return TaskGraph(feat.double().numpy(), names, learned=False,
                              candidates=feat.numpy(),
                              meta={"learner": self.name, "note": "feature-level graph (fixed)"})
-        return self._structure.graph(names, {"learner": self.name})
+        g = self._structure.graph(names, {"learner": self.name})
+        hybrid = getattr(self, "_hybrid", None)
+        if hybrid is None:
+            return g
+        # the hybrid search's graph: its DAG, the edges it cannot orient both ways and marked
+        und = hybrid["undirected"]
+        adj = (hybrid["dag"] | und).astype(np.float64)
+        return TaskGraph(adj, names, raw=g.raw, candidates=g.candidates, undirected=und,
+                         learned=True, meta={**g.meta, "structure_search": "hybrid",
+                                             **{f"hybrid_{k}": v
+                                                for k, v in hybrid["info"].items()}})
+
