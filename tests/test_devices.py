@@ -139,7 +139,7 @@ def test_device_check_example_passes_on_cpu(tmp_path):
 #: device: the acyclicity overflow guard (gcnet, causal_graph) and the idle-penalty check that
 #: skips the invariance pass (mtcrl, causal_graph); logs are read once per epoch
 MAX_SYNCS = {"hard_sharing": 0, "single_task": 0, "mmoe": 0, "sgnn": 0, "sgnn_ebm": 0,
-             "gcnet": 1, "mtcrl": 1, "causal_graph": 2}
+             "gcnet": 1, "mtcrl": 1, "causal_graph": 2, "graph_share": 0}
 
 
 @pytest.mark.parametrize("learner_name", sorted(MAX_SYNCS))

@@ -6,6 +6,7 @@ Every learner follows the contract in :mod:`taskgraph.learners.base`.
 from taskgraph.learners.base import BaseLearner, create, get, list, load_learner, register
 from taskgraph.learners.causal_graph import CausalGraph
 from taskgraph.learners.gcnet import GCNet
+from taskgraph.learners.graph_share import GraphShare
 from taskgraph.learners.hard_sharing import HardSharing
 from taskgraph.learners.mmoe import MMoE
 from taskgraph.learners.mtcrl import MTCRL
@@ -31,4 +32,5 @@ __all__ = [
     "SGNN",
     "SGNNEBM",
     "CausalGraph",
+    "GraphShare",
 ]

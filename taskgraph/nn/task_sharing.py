@@ -1,0 +1,188 @@
+r"""Task-level sharing along a relatedness graph over the tasks' head parameters.
+
+A task with few labels borrows its neighbours' head parameters (SGNN's idea, moved from node
+states to the heads): the heads are fitted jointly, as the maximum a posteriori estimate under
+a Gaussian Markov random field prior over the heads, whose edges say which tasks are related:
+
+.. math::
+    \min_{W, b}\; \sum_{n, t\,:\,y_{nt}\ \text{observed}} \ell_t\big(\phi(x_n)^\top W_t + b_t,
+    y_{nt}\big) \;+\; \sum_t \sum_d r_d \lVert W_{t,d} \rVert^2
+    \;+\; \frac{\lambda}{2} \sum_{(s, t)} |A_{st}|\,
+    \big\lVert W_t - \operatorname{sign}(A_{st})\, W_s \big\rVert^2 .
+
+The data term is a *sum* over observed labels, so the prior counts as :math:`\lambda`
+pseudo-labels per edge: a task with 40 labels is pulled towards its neighbours, a task with
+4,000 barely moves. A negative edge (a conflicting task) pulls :math:`W_t` towards
+:math:`-W_s`. The penalty's gradient with respect to :math:`W_t` is a message from every
+neighbour, :math:`\lambda \sum_s |A_{st}|\,(W_t - \operatorname{sign}(A_{st}) W_s)`: one step
+of Laplacian smoothing over the task graph.
+
+The relatedness graph :math:`A` is learned from the heads themselves (:func:`relatedness_graph`:
+signed cosine similarity of the ridge-only heads, each task keeping its ``k`` most similar
+tasks above ``min_cosine``). It is undirected: :math:`A` is symmetric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from taskgraph.exceptions import ValidationError
+from taskgraph.nn.heads import OutputLayout
+
+__all__ = ["relatedness_graph", "graph_penalty", "fit_heads", "head_vectors", "kind_groups"]
+
+
+def kind_groups(layout: OutputLayout) -> torch.Tensor:
+    """``[T]`` group ids: tasks can only be related within a group (same kind and class
+    count), since only then do their heads have the same shape and meaning."""
+    key = layout.is_binary.long() + 2 * layout.is_multi.long() + 4 * layout.is_reg.long()
+    key = key * 1000 + layout.n_cls.long()
+    return torch.unique(key, return_inverse=True)[1]
+
+
+def head_vectors(weight: torch.Tensor, col_mask: torch.Tensor) -> torch.Tensor:
+    """Each task's head weights as one vector ``[T, d * C_max]`` (unused columns zeroed)."""
+    return (weight * col_mask[:, None, :]).reshape(weight.shape[0], -1)
+
+
+def relatedness_graph(vectors: torch.Tensor, *, k: int = 10, min_cosine: float = 0.5,
+                      groups: torch.Tensor | None = None) -> torch.Tensor:
+    r"""A signed, symmetric relatedness graph from task parameter vectors.
+
+    :math:`c_{st}` is the cosine similarity of tasks :math:`s` and :math:`t`; each task keeps
+    its ``k`` largest :math:`|c_{st}|` with :math:`|c_{st}| \geq` ``min_cosine`` (within its
+    group), and an edge kept by either end is kept both ways with weight :math:`c_{st}`.
+
+    Args:
+        vectors (Tensor): ``[T, D]`` one vector per task.
+        k (int): neighbours each task keeps at most (>= 1).
+        min_cosine (float): smallest :math:`|c_{st}|` that makes an edge, in ``[0, 1]``.
+        groups (Tensor, optional): ``[T]`` ids; no edge joins two groups.
+
+    Returns:
+        Tensor: ``A`` ``[T, T]``, symmetric, zero diagonal, signed cosine weights.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValidationError(f"k: expected a positive integer, got {k!r}")
+    if not 0.0 <= float(min_cosine) <= 1.0:
+        raise ValidationError(f"min_cosine: expected a number in [0, 1], got {min_cosine!r}")
+    t = vectors.shape[0]
+    if t < 2:
+        return vectors.new_zeros(t, t)
+    unit = vectors / vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    cos = unit @ unit.T
+    allowed = ~torch.eye(t, dtype=torch.bool, device=vectors.device)
+    if groups is not None:
+        allowed &= groups[:, None] == groups[None, :]
+    strength = torch.where(allowed, cos.abs(), torch.zeros_like(cos))
+    top = strength.topk(min(k, t - 1), dim=1).indices
+    keep = torch.zeros_like(allowed)
+    keep.scatter_(1, top, True)
+    keep &= strength >= float(min_cosine)
+    keep &= allowed
+    keep |= keep.T.clone()
+    return torch.where(keep, cos, torch.zeros_like(cos))
+
+
+def graph_penalty(weight: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
+    r""":math:`\frac12 \sum_{s,t} |A_{st}|\,\lVert W_t - \operatorname{sign}(A_{st}) W_s
+    \rVert^2` over the edges of ``adjacency`` (``[T, T]``, symmetric); ``weight`` is
+    ``[T, ...]``. O(E) in the edges."""
+    src, dst = torch.nonzero(adjacency, as_tuple=True)
+    if src.numel() == 0:
+        return weight.sum() * 0.0
+    a = adjacency[src, dst]
+    flat = weight.reshape(weight.shape[0], -1)
+    diff = flat[dst] - torch.sign(a)[:, None] * flat[src]
+    return 0.5 * (a.abs() * diff.pow(2).sum(dim=1)).sum()
+
+
+def fit_heads(
+    features: torch.Tensor,
+    y: torch.Tensor,
+    layout: OutputLayout,
+    col_mask: torch.Tensor,
+    *,
+    ridge: torch.Tensor | float,
+    strength: float = 0.0,
+    adjacency: torch.Tensor | None = None,
+    init: tuple[torch.Tensor, torch.Tensor] | None = None,
+    max_iter: int = 200,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Per-task linear heads on fixed features, fitted jointly by L-BFGS (the objective in
+    the module docstring).
+
+    Args:
+        features (Tensor): :math:`\phi(x)` ``[N, d]``.
+        y (Tensor): labels ``[N, T]`` (NaN = missing).
+        layout (OutputLayout): the tasks' output layout (the loss of every kind).
+        col_mask (Tensor): ``[T, C_max]`` 1 where a task uses an output column.
+        ridge (Tensor or float): :math:`r_d`, ``[d]`` or one value for every feature.
+        strength (float): :math:`\lambda` (0 = no graph term).
+        adjacency (Tensor, optional): ``[T, T]`` signed symmetric relatedness graph.
+        init (tuple, optional): ``(W [T, d, C_max], b [T, C_max])`` to start from.
+        max_iter (int): L-BFGS iterations.
+
+    Returns:
+        tuple: ``(W [T, d, C_max], b [T, C_max])``.
+    """
+    n_tasks, c_max = col_mask.shape
+    d = features.shape[1]
+    out_dtype = features.dtype
+    if features.device.type != "mps":       # float64: the line search is not swayed by the
+        features = features.double()        # order of float32 sums on another device
+        y, col_mask = y.double(), col_mask.double()
+    if adjacency is not None:
+        adjacency = adjacency.to(features)
+    if init is None:
+        w0 = features.new_zeros(n_tasks, d, c_max)
+        b0 = features.new_zeros(n_tasks, c_max)
+    else:
+        w0, b0 = (t.detach().to(features) for t in init)
+    weight = w0.clone().requires_grad_(True)
+    bias = b0.clone().requires_grad_(True)
+    r = torch.as_tensor(ridge, dtype=features.dtype, device=features.device)
+    r = r.expand(d) if r.dim() == 0 else r
+    use_graph = strength > 0 and adjacency is not None and bool((adjacency != 0).any())
+    opt = torch.optim.LBFGS([weight, bias], max_iter=max_iter, tolerance_grad=1e-6,
+                            tolerance_change=1e-10, history_size=20,
+                            line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        w = weight * col_mask[:, None, :]
+        out = (torch.einsum("nd,tdc->ntc", features, w) + bias) * col_mask
+        loss = layout.per_example_loss(out, y).sum()
+        loss = loss + (r[None, :, None] * w.pow(2)).sum()
+        if use_graph:
+            loss = loss + strength * graph_penalty(w, adjacency)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    weight = (weight.detach() * col_mask[:, None, :]).to(out_dtype)
+    return weight, (bias.detach() * col_mask).to(out_dtype)
+
+
+def mean_task_loss(features: torch.Tensor, y: torch.Tensor, layout: OutputLayout,
+                   weight: torch.Tensor, bias: torch.Tensor) -> float:
+    """Sum over tasks of each task's mean loss over its observed labels (the selection
+    criterion of every learner)."""
+    with torch.no_grad():
+        out = torch.einsum("nd,tdc->ntc", features, weight) + bias
+        return float(layout.task_losses(out, y).sum())
+
+
+def check_grid(name: str, values: Sequence[float], low: float = 0.0) -> tuple[float, ...]:
+    """A non-empty sequence of finite numbers >= ``low``, as a tuple."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+        raise ValidationError(f"{name}: expected a non-empty sequence of numbers, got {values!r}")
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v) >= low or (
+                float(v) == float("inf")):
+            raise ValidationError(f"{name}: expected finite numbers >= {low}, got {values!r}")
+        out.append(float(v))
+    return tuple(out)
