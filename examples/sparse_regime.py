@@ -13,7 +13,10 @@ across rates and ``x``, ``y`` are the same, so rows at different rates differ on
 labels are seen.
 
 Rows: ``logistic`` (one scikit-learn ``LogisticRegression``, default settings, per task on its
-labelled training rows; a reference, not a registered learner) and every registered learner
+labelled training rows; a reference, not a registered learner), ``oracle_shrinkage`` (an upper
+reference for sharing, not a learner: per-task logistic regression in x shrunk towards the
+task's *true* signed cluster mean, strength chosen on ``val``; it knows what a sharing method
+has to estimate) and every registered learner
 named in ``--rows``, built with its defaults (``seed``, ``verbose=False``) and fitted with
 ``val`` given. Columns: accuracy on ``test_iid`` (mean over tasks), mean ± std over seeds; the
 Bayes ceiling (accuracy of the true p(y|x)'s argmax, in expectation over the test labels);
@@ -93,6 +96,58 @@ def fit_logistic(bench: tg.datasets.Benchmark) -> np.ndarray:
     return pred
 
 
+def _shrunk_logistic(x: torch.Tensor, y: torch.Tensor, m: torch.Tensor, lam: float,
+                     init: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``argmin sum(BCE over labelled entries) + lam * ||w - m||^2`` by L-BFGS."""
+    w = init.clone().requires_grad_(True)
+    b = torch.zeros(y.shape[1], dtype=x.dtype, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=300, line_search_fn="strong_wolfe")
+    seen = ~torch.isnan(y)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        per = torch.nn.functional.binary_cross_entropy_with_logits(
+            x @ w + b, torch.nan_to_num(y), reduction="none")
+        loss = per[seen].sum() + lam * (w - m).pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach(), b.detach()
+
+
+def fit_oracle_shrinkage(bench: tg.datasets.Benchmark,
+                         strengths: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0)
+                         ) -> np.ndarray:
+    """Per-task logistic regression in x with the penalty ``lam * ||w_k - m_k||^2`` (sum of
+    losses over labelled rows), ``m_k`` the true mean of the signed linear weights of task k's
+    cluster (times ``signal``, the task's sign restored; 0 for unrelated tasks), ``lam`` chosen
+    by the validation loss."""
+    info = bench.info
+    weights = info["weights"] * info["signal"] * np.sqrt(1.0 - info["nonlinearity"])
+    cluster, sign = info["cluster"], info["sign"]
+    centre = np.zeros_like(weights)
+    for c in np.unique(cluster[cluster >= 0]):
+        members = cluster == c
+        centre[:, members] = (weights[:, members] * sign[members]).mean(axis=1,
+                                                                     keepdims=True) * sign[members]
+    x, y = bench.train.x.double(), bench.train.y.double()
+    xv, yv = bench.val.x.double(), bench.val.y.double()
+    m = torch.as_tensor(centre)
+    best, w = None, m.clone()
+    for lam in strengths:
+        w, b = _shrunk_logistic(x, y, m, lam, w)
+        with torch.no_grad():
+            per = torch.nn.functional.binary_cross_entropy_with_logits(
+                xv @ w + b, torch.nan_to_num(yv), reduction="none")
+            seen = ~torch.isnan(yv)
+            val = float(((per * seen).sum(0) / seen.sum(0).clamp_min(1)).sum())
+        if best is None or val < best[0]:
+            best = (val, w, b)
+    _, w, b = best
+    return ((bench.test_iid.x.double() @ w + b) > 0).double().numpy()
+
+
 def run_row(name: str, bench: tg.datasets.Benchmark, seed: int, args: argparse.Namespace
             ) -> dict[str, Any]:
     cpu = time.process_time()
@@ -100,6 +155,8 @@ def run_row(name: str, bench: tg.datasets.Benchmark, seed: int, args: argparse.N
         warnings.simplefilter("always")
         if name == "logistic":
             pred = fit_logistic(bench)
+        elif name == "oracle_shrinkage":
+            pred = fit_oracle_shrinkage(bench)
         else:
             learner_name, kw = CONFIGS[name]
             extra = {"epochs": args.epochs} if args.epochs is not None else {}
@@ -179,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label-rates", nargs="+", type=float, default=[0.02, 0.05, 0.2, 1.0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, metavar="ROW",
-                        choices=["logistic", *CONFIGS], help="rows to run (default: %(default)s)")
+                        choices=["logistic", "oracle_shrinkage", *CONFIGS],
+                        help="rows to run (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="training epochs (default: each learner's own)")
     parser.add_argument("--n-samples", type=int, default=4000)
