@@ -1,5 +1,7 @@
 # Every target does its own set-up: a .venv with the pinned CPU torch installed first (through
-# constraints.txt, so no dependency can pull a CUDA build), then this package in editable mode.
+# constraints.txt, so no dependency can pull a CUDA build), then this package in editable mode,
+# then pgmpy 0.1.26 without its dependencies: only its bundled BIF files (bnlearn's Bayesian
+# networks, tg.datasets.bayesian_network) are read, by path; its code is never imported.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -12,6 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0
 	$(PIP) -e ".[dev]"
+	$(PIP) --no-deps pgmpy==0.1.26
 	touch $(STAMP)
 
 install: $(STAMP)

