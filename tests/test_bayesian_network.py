@@ -356,18 +356,3 @@ def test_registered_benchmarks_quick():
     assert len(bench.train) == 500 and len(bench.tasks) == 37
     assert int(bench.true_graph.adjacency.astype(bool).sum()) == 46
 
-
-def test_cpdag_without_metrics_cpdag(monkeypatch, tiny_path):
-    """The causal-learn fallback (used when taskgraph.metrics has no cpdag) agrees."""
-    import taskgraph.metrics as metrics
-    from taskgraph.datasets.bayesian_network import _cpdag
-
-    v = np.array([[0, 0, 1], [0, 0, 1], [0, 0, 0]])  # a -> c <- b: both compelled
-    chain = np.array([[0, 1, 0], [0, 0, 1], [0, 0, 0]])  # a -> b -> c: both reversible
-    with_metrics = [_cpdag(v), _cpdag(chain), _cpdag(np.zeros((2, 2)))]
-    monkeypatch.delattr(metrics, "cpdag", raising=False)
-    without = [_cpdag(v), _cpdag(chain), _cpdag(np.zeros((2, 2)))]
-    for a, b in zip(with_metrics, without):
-        np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(without[0], v)
-    np.testing.assert_array_equal(without[1], chain + chain.T)

@@ -43,6 +43,7 @@ from taskgraph.datasets.benchmark import (
 )
 from taskgraph.exceptions import MissingDependencyError, ValidationError
 from taskgraph.graph import TaskGraph
+from taskgraph.metrics import cpdag
 from taskgraph.tasks import Task, TaskSet
 
 __all__ = [
@@ -609,32 +610,6 @@ def _shifted_cpts(rng: np.random.Generator, net: BayesianNetwork, n_shifted: int
     return cpts, chosen
 
 
-# ---------------------------------------------------------------------------- CPDAG
-def _cpdag(adjacency: np.ndarray) -> np.ndarray:
-    """The CPDAG of a DAG: ``[T, T]`` 0/1, a compelled edge ``i → j`` as ``[i, j] = 1`` only,
-    a reversible one as ``[i, j] = [j, i] = 1``. :func:`taskgraph.metrics.cpdag` when this
-    checkout has it, else causal-learn's ``dag2cpdag`` directly (same result)."""
-    from taskgraph import metrics
-
-    if hasattr(metrics, "cpdag"):
-        return np.asarray(metrics.cpdag(np.asarray(adjacency)), dtype=np.int64)
-    from causallearn.graph.Dag import Dag
-    from causallearn.graph.GraphNode import GraphNode
-    from causallearn.utils.DAG2CPDAG import dag2cpdag
-
-    a = np.asarray(adjacency) != 0
-    out = np.zeros(a.shape, dtype=np.int64)
-    if not a.any():
-        return out
-    nodes = [GraphNode(f"X{i}") for i in range(a.shape[0])]
-    dag = Dag(nodes)
-    for i, j in zip(*np.nonzero(a)):
-        dag.add_directed_edge(nodes[int(i)], nodes[int(j)])
-    g = dag2cpdag(dag).graph  # causal-learn: i → j is g[j, i] = 1, g[i, j] = -1; i — j is -1/-1
-    out[((g.T == 1) & (g == -1)) | ((g == -1) & (g.T == -1))] = 1
-    return out
-
-
 # ---------------------------------------------------------------------------- features
 def _features(rng: np.random.Generator, y: np.ndarray, mode: str, sensed: list[int],
               points: list[np.ndarray], noise: float, n_extra: int) -> np.ndarray:
@@ -833,7 +808,7 @@ def bayesian_network(
         "parents": {nm: [names[p] for p in net.parents[j]] for j, nm in enumerate(names)},
         "cpts": {nm: net.cpts[j].copy() for j, nm in enumerate(names)},
         "order": net.topological_order(),
-        "cpdag": _cpdag(adjacency),
+        "cpdag": cpdag(adjacency),
         "n_arcs": net.n_arcs,
         "features": features,
         "feature_columns": {names[j]: list(range(k * dim, (k + 1) * dim))
