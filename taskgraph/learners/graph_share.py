@@ -177,10 +177,11 @@ class GraphShare(BaseLearner):
             return tuple(grid)[len(grid) // 2]
 
         # ridge-only heads (the graph-free reference and the source of the graph)
-        trunk_grid = tuple(self.trunk_ridges) if self.skip else (middle(self.trunk_ridges),)
-        pairs = [(tr, r) for tr in trunk_grid for r in self.ridges]
+        # without skip every feature is an encoder feature: only trunk_ridges applies
+        input_grid = tuple(self.ridges) if self.skip else (middle(self.ridges),)
+        pairs = [(tr, r) for tr in self.trunk_ridges for r in input_grid]
         if phi_val is None:
-            pairs = [(middle(trunk_grid), middle(self.ridges))]
+            pairs = [(middle(self.trunk_ridges), middle(self.ridges))]
         best: tuple[float, dict[str, Any], tuple[torch.Tensor, torch.Tensor]] | None = None
         fit = None
         for tr, r in pairs:
