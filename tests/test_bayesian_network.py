@@ -16,7 +16,7 @@ import pytest
 import taskgraph.datasets._files as _files
 from taskgraph.datasets import BayesianNetwork, bayesian_network, read_bif
 from taskgraph.datasets._files import DataFileError
-from taskgraph.datasets.bayesian_network import _missing_pgmpy
+from taskgraph.datasets.bif import _missing_pgmpy
 from taskgraph.datasets.registry import available_benchmarks, get_benchmark, list_benchmarks
 from taskgraph.exceptions import MissingDependencyError, ValidationError
 

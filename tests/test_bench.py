@@ -160,8 +160,9 @@ def test_step_times_interleaves_every_learner():
 
 
 def test_step_times_counts_the_expensive_steps_of_an_amortised_schedule():
-    """A learner doing 30 ms of extra work every 3rd step costs ~10 ms more per step on average;
-    a plain median of step times would report the cheap steps only."""
+    """A learner doing 90 ms of extra work every 3rd step costs ~30 ms more per step on average;
+    a plain median of step times would report the cheap steps only (the margin leaves room for
+    a machine shared with other jobs)."""
     import time as _time
 
     from taskgraph.bench import step_times
@@ -176,11 +177,11 @@ def test_step_times_counts_the_expensive_steps_of_an_amortised_schedule():
     def loss(batch, epoch):
         calls["n"] += 1
         if calls["n"] % 3 == 0:
-            _time.sleep(0.03)
+            _time.sleep(0.09)
         return plain(batch, epoch)
 
     slow._loss = loss
     times = step_times({"fast": fast, "slow": slow}, bench.train, steps=4, batch_size=64,
                        warmup=1)
     assert calls["n"] == 9          # steps and warm-up rounded up to whole cycles of 3
-    assert times["slow"] - times["fast"] > 0.008
+    assert times["slow"] - times["fast"] > 0.015

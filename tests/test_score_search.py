@@ -147,7 +147,7 @@ def test_hybrid_needs_classification_tasks(collider_data):
 
 def test_hybrid_on_asia_with_interventions():
     """Behaviour on an expert network (bnlearn's asia, shipped in the pgmpy 0.1.26 wheel)."""
-    from taskgraph.datasets.bayesian_network import bundled_networks
+    from taskgraph.datasets.bif import bundled_networks
 
     if "asia" not in bundled_networks():
         pytest.skip("pgmpy 0.1.26's example models are not installed")

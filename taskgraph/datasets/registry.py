@@ -151,7 +151,7 @@ def _missing_qm9() -> str | None:
 
 
 def _missing_pgmpy() -> str | None:
-    from taskgraph.datasets.bayesian_network import _missing_pgmpy
+    from taskgraph.datasets.bif import _missing_pgmpy
 
     return _missing_pgmpy()
 
