@@ -157,3 +157,41 @@ def test_hybrid_on_asia_with_interventions():
     g = tg.TaskGraph((dag | und).astype(float), bench.tasks, undirected=und)
     s = structure(g, bench.true_graph)
     assert s["directed_f1"] >= 0.9 and s["skeleton_f1"] >= 0.9
+
+
+def test_conditional_bic_prefers_the_truth_and_counts_parent_parameters(collider_data):
+    from taskgraph.structure.score_search import conditional_bic
+
+    truth = np.zeros((3, 3), bool)
+    truth[0, 2] = truth[1, 2] = True
+    wrong = np.zeros((3, 3), bool)
+    wrong[2, 0] = wrong[0, 1] = True
+    assert conditional_bic(collider_data, truth) < conditional_bic(collider_data, wrong)
+    assert conditional_bic(collider_data, truth) < conditional_bic(collider_data,
+                                                                   np.zeros((3, 3), bool))
+    # the penalty: (r_i - 1)(r_j - 1) log N / 2N per edge; a regression-free 3-task case with
+    # an edge whose fit gains nothing (a, b independent) costs exactly that much
+    one = np.zeros((3, 3), bool)
+    one[0, 1] = True
+    n = len(collider_data)
+    gap = conditional_bic(collider_data, one) - conditional_bic(collider_data,
+                                                                np.zeros((3, 3), bool))
+    assert gap == pytest.approx(np.log(n) / (2 * n), abs=2e-3)
+
+
+def test_auto_structure_search_reports_the_lower_conditional_bic(collider_data):
+    from taskgraph.structure.score_search import conditional_bic
+
+    learner = create("gcnet", collider_data.tasks, hidden=8, node_dim=8, epochs=2,
+                     validation_fraction=None, verbose=False).fit(collider_data)
+    last = learner.history_[-1]
+    assert last["structure_search"] in ("sem", "hybrid")
+    chosen = "hybrid" if last["bic_hybrid"] < last["bic_sem"] else "sem"
+    assert last["structure_search"] == chosen
+    g = learner.task_graph_
+    # the hybrid graph marks unorientable edges both ways; its score is that of the found DAG
+    dag = learner._hybrid["dag"] if chosen == "hybrid" else g.adjacency != 0
+    assert np.array_equal(dag | g.undirected, g.adjacency != 0) if chosen == "hybrid" else True
+    assert conditional_bic(collider_data, dag) == pytest.approx(
+        min(last["bic_sem"], last["bic_hybrid"]), rel=1e-6)
+    assert (g.meta.get("structure_search") == "hybrid") == (chosen == "hybrid")

@@ -87,12 +87,17 @@ class GraphLearner(BaseLearner):
             them (default: 1; larger values cut the per-step cost but give the SEM fewer
             optimisation steps, see :meth:`_structure_step`).
         structure_search (str): how the output-level graph is found. ``"sem"``: the output
-            SEM's weights under the acyclicity schedule, thresholded (default). ``"hybrid"``
-            (every task a classification task): causal-learn's PC skeletons, then greedy
-            search for the DAG with the best interventional BIC score
+            SEM's weights under the acyclicity schedule, thresholded. ``"hybrid"`` (every task
+            a classification task): causal-learn's PC skeletons, then greedy search for the DAG
+            with the best interventional BIC score
             (:func:`~taskgraph.structure.score_search.hybrid_search`); edges the data cannot
-            orient are marked undirected, and the SEM, ICE and EBM are fitted along the
-            found DAG. (default: :obj:`"sem"`; docs/gcnet.md has the measurements)
+            orient are marked undirected, and the SEM, ICE and EBM are fitted along the found
+            DAG. ``"auto"``: with every task a classification task, both graphs after the fit,
+            the one with the lower BIC of the labels given ``x``
+            (:func:`~taskgraph.structure.score_search.conditional_bic`) reported (then
+            ``inference_mode="auto"`` does not pick the SEM's marginals if the hybrid graph
+            won); otherwise ``"sem"``. (default: :obj:`"auto"`; docs/gcnet.md has the
+            measurements)
     """
 
     learns_structure = True
@@ -131,7 +136,7 @@ class GraphLearner(BaseLearner):
         ebm: bool = True,
         message_passing: bool = True,
         structure_every: int = 1,
-        structure_search: str = "sem",
+        structure_search: str = "auto",
         lr: float = 3e-3,
         validation_fraction: float | None = 0.1,
         **kwargs: Any,
@@ -150,7 +155,7 @@ class GraphLearner(BaseLearner):
     # ------------------------------------------------------------------ building
     def _check_params(self) -> None:
         check_choices(self, {"inference_mode": ("auto", "heads", "sem", "mean_field", "gibbs"),
-                             "structure_search": ("sem", "hybrid"),
+                             "structure_search": ("auto", "sem", "hybrid"),
                              "acyclicity": ("expm", "poly", "sparse"),
                              "sem_unary": ("linear", "encoder"),
                              "ice_kind": ("binary", "ranking")})
@@ -257,6 +262,8 @@ class GraphLearner(BaseLearner):
             return self.inference_mode
         if val is None or not self.structure or not self._structure.frozen:
             return "heads"
+        if getattr(self, "_hybrid", None) is not None and self.structure_search == "auto":
+            return "heads"      # the reported graph is not the SEM's: its marginals are off
         losses = {}
         for mode in ("heads", "sem"):
             self.inference_ = mode
@@ -331,7 +338,31 @@ class GraphLearner(BaseLearner):
 
     def _after_fit(self, train: MultiTaskData, val: MultiTaskData | None) -> None:
         super()._after_fit(train, val)
+        if (self.structure_search == "auto" and self.structure
+                and all(t.is_classification for t in self.tasks_set_)):
+            self._auto_structure(train)
         self.inference_ = self._choose_inference(val)
+
+    def _auto_structure(self, train: MultiTaskData) -> None:
+        """``structure_search="auto"``: the SEM's graph or the hybrid search's DAG, whichever
+        has the lower :func:`~taskgraph.structure.score_search.conditional_bic` on ``train``
+        (both are judged as models of the labels given ``x``); recorded in the graph's meta and
+        in ``history_``."""
+        from taskgraph.structure.score_search import conditional_bic
+
+        self._hybrid = None
+        sem_graph = self._learned_graph().adjacency != 0
+        hybrid = _run_hybrid(train)
+        bic_sem = conditional_bic(train, sem_graph)
+        bic_hybrid = conditional_bic(train, hybrid["dag"])
+        hybrid["info"].update(bic_sem=bic_sem, bic_hybrid=bic_hybrid)
+        chosen = "hybrid" if bic_hybrid < bic_sem else "sem"
+        if chosen == "hybrid":
+            self._hybrid = hybrid
+        self.task_graph_ = self._learned_graph()
+        if self.history_:
+            self.history_[-1].update(structure_search=chosen, bic_sem=bic_sem,
+                                     bic_hybrid=bic_hybrid)
 
     def _train_state(self) -> dict[str, Any]:
         st = self.model_.structure

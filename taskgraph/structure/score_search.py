@@ -38,11 +38,12 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
+import torch
 
 from taskgraph.exceptions import ValidationError
 
 __all__ = ["LocalScore", "hill_climb", "identified_orientation", "hybrid_search",
-           "PC_SETTINGS"]
+           "PC_SETTINGS", "conditional_bic"]
 
 
 class LocalScore:
@@ -221,3 +222,32 @@ def hybrid_search(data: Any, *, penalty: float = 0.5,
     targets = None if do is None else do.any(axis=0)
     info = {"score": float(best[0]), "n_candidates": int(cand.sum()) // 2, "start": best[2]}
     return best[1], identified_orientation(best[1], targets), info
+
+
+def conditional_bic(data: Any, adjacency: np.ndarray) -> float:
+    r"""Per-row BIC of a DAG over ``data``'s classification labels *given the features*:
+
+    .. math::
+        \sum_j \overline{\mathrm{NLL}}_j + \frac{\log N}{2N} \sum_j \sum_{i \in \mathrm{pa}(j)}
+        (r_i - 1)(r_j - 1),
+
+    with :math:`\overline{\mathrm{NLL}}_j` the mean negative log-likelihood of the exact fit of
+    :math:`p(y_j \mid \mathbf{x}, \mathbf{y}_{\mathrm{pa}(j)})` (softmax of a linear map of
+    ``x`` and the parents' one-hot labels, rows with ``do`` on ``j`` left out;
+    :func:`~taskgraph.structure.ice.conditional_nll`). Lower is better. The feature terms are
+    the same for every graph, so only the parents' count is penalised. The criterion
+    ``structure_search="auto"`` compares the SEM's graph and the hybrid search's DAG with."""
+    from taskgraph.nn.heads import OutputLayout
+    from taskgraph.structure.ice import conditional_nll
+
+    adj = np.asarray(adjacency) != 0
+    t = adj.shape[0]
+    layout = OutputLayout(data.tasks)
+    x = data.x.detach().cpu().reshape(len(data), -1).double()
+    y = data.y.detach().cpu().double()
+    do = None if data.do is None else data.do.detach().cpu()
+    nll = conditional_nll(layout, x, y, torch.arange(t), torch.as_tensor(adj.T.copy()), do)
+    r = np.array([task.n_states for task in data.tasks])
+    n_params = float(((r[:, None] - 1) * (r[None, :] - 1) * adj).sum())
+    n = max(len(data), 2)
+    return float(float(nll.sum()) + n_params * np.log(n) / (2 * n))
