@@ -22,10 +22,10 @@ additions (within the candidate skeleton), deletions and reversals that keep the
 and raise the score, until none does (greedy hill climbing; local scores are cached).
 :func:`hybrid_search` takes the union of the skeletons of four PC runs (chi-square and G²,
 alpha 0.01 and 0.05) as the candidates, starts from each run's DAG extension, and keeps the
-best-scoring result: starting from PC's graph instead of the empty one halved the CPDAG SHD on
-insurance and alarm (docs/gcnet.md). ``penalty`` scales the BIC term (0.5 by default: with the
-full BIC, edges into 3-6-state children of many-state parents were dropped on child and
-insurance).
+best-scoring result (GES-BDeu's graph joins them on up to 12 tasks): starting from PC's graph
+instead of the empty one halved the CPDAG SHD on insurance and alarm (docs/gcnet.md).
+``penalty`` scales the BIC term (0.5 by default: with the full BIC, edges into 3-6-state
+children of many-state parents were dropped on child and insurance).
 
 **Unidentified edges** (:func:`identified_orientation`): the edges that are reversible in the
 CPDAG of the found DAG (:func:`taskgraph.graph.equivalence.dag_to_cpdag`, causal-learn's) and
@@ -188,17 +188,18 @@ def identified_orientation(dag: np.ndarray, targets: np.ndarray | None = None) -
 PC_SETTINGS = (("chisq", 0.01), ("chisq", 0.05), ("gsq", 0.01), ("gsq", 0.05))
 
 
-def hybrid_search(data: Any, *, penalty: float = 0.5,
-                  pc_settings: Any = PC_SETTINGS) -> tuple[np.ndarray, np.ndarray, dict]:
+def hybrid_search(data: Any, *, penalty: float = 0.5, pc_settings: Any = PC_SETTINGS,
+                  ges_max_tasks: int = 12) -> tuple[np.ndarray, np.ndarray, dict]:
     """``(dag [T, T] bool, undirected [T, T] bool, info)`` for all-classification ``data``
     (:class:`~taskgraph.data.MultiTaskData`).
 
-    causal-learn's PC runs once per ``(test, alpha)`` of ``pc_settings``; the union of their
-    skeletons is the candidate set; :func:`hill_climb` under the interventional score
-    (:class:`LocalScore` with ``penalty``, ``data.do`` aware) starts from each run's DAG
-    extension (:meth:`TaskGraph.to_dag`) and the best-scoring result is kept; then
-    :func:`identified_orientation` with the intervened tasks as targets. ``info`` holds the
-    score, the candidate count and the PC setting whose start won."""
+    causal-learn's PC runs once per ``(test, alpha)`` of ``pc_settings``, and GES with the BDeu
+    score when there are at most ``ges_max_tasks`` tasks (a few seconds on sachs' 11; it did
+    not finish in a minute on child's 20); the union of their skeletons is the candidate set;
+    :func:`hill_climb` under the interventional score (:class:`LocalScore` with ``penalty``,
+    ``data.do`` aware) starts from each run's DAG extension (:meth:`TaskGraph.to_dag`) and the
+    best-scoring result is kept; then :func:`identified_orientation` with the intervened tasks
+    as targets. ``info`` holds the score, the candidate count and the run whose start won."""
     from taskgraph.structure.discovery import discover
 
     if not all(t.is_classification for t in data.tasks):
@@ -209,6 +210,8 @@ def hybrid_search(data: Any, *, penalty: float = 0.5,
     score = LocalScore(y, [t.n_states for t in data.tasks], do, penalty=penalty)
     runs = {f"{test}_{alpha}": discover(data, "pc", alpha=alpha, indep_test=test)
             for test, alpha in pc_settings}
+    if y.shape[1] <= ges_max_tasks:
+        runs["ges_bdeu"] = discover(data, "ges", score_func="local_score_BDeu")
     cand = np.zeros((y.shape[1], y.shape[1]), dtype=bool)
     for g in runs.values():
         cand |= g.skeleton()
