@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Sampler, WeightedRandomSampler
 
 from taskgraph.data import MultiTaskData
 from taskgraph.exceptions import ValidationError
@@ -27,13 +28,15 @@ from taskgraph.regularizers import (
     RouterInvariancePenalty,
     balance_weights,
     class_balance_table,
+    dummy_gradients,
     env_assignment,
+    env_risks,
     split_halves,
     warn_single_environment,
 )
 from taskgraph.tasks import TaskSet
 
-__all__ = ["RoutingInvariance", "check_nonnegative", "mean_task_loss"]
+__all__ = ["RoutingInvariance", "GradientMemory", "check_nonnegative", "mean_task_loss"]
 
 ENV_MODES = ("auto", "given", "labels", "both")
 
@@ -57,6 +60,94 @@ def mean_task_loss(per: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (per.sum(dim=0) / count).sum()
 
 
+class GradientMemory:
+    r"""IRMv1 over several batches: decayed running sums of every (environment, task) pair's
+    dummy gradients, and a penalty whose gradient pairs the memory with the current batch.
+
+    A batch gives each pair a gradient estimate :math:`\hat G_e = \sum_b a_b \nabla_b /
+    \sum_b a_b` from its rows (weights :math:`a`). The memory keeps
+    :math:`S_e \leftarrow \gamma S_e + \sum_b a_b \nabla_b` and :math:`M_e \leftarrow \gamma M_e
+    + \sum_b a_b` (detached), :math:`\gamma = 1 - 1/\text{window}`, so :math:`\bar G_e = S_e /
+    M_e` averages about ``window`` batches. The penalty's gradient is
+
+    .. math::
+        2\, \bar G_e^{\text{before}} \cdot \nabla_\theta
+        \frac{\sum_{b \in \text{batch}} a_b \nabla_b}{\bar m_e},
+
+    with :math:`\bar m_e` the pair's mean mass per batch: the memory (earlier batches, so
+    independent of this batch's sampling noise) times this batch's unbiased estimate of
+    :math:`\nabla_\theta G_e`, an estimate of :math:`\nabla_\theta \lVert G_e \rVert^2` without
+    the variance term :math:`\operatorname{tr}\Sigma / n` that squaring one small batch's
+    gradient adds (docs/mtcrl.md). Its value is :math:`\lVert \bar G_e \rVert^2` after the
+    update. A pair counts when the memory holds at least ``min_rows`` effective rows (Kish's
+    :math:`(\sum w)^2 / \sum w^2` of the decayed weights) and ``min_mass`` summed weight.
+
+    Args:
+        window (float): memory length in batches (> 1).
+        min_mass (float): least summed weight of a counted pair. (default: :obj:`2.0`)
+        min_rows (float): least effective rows of a counted pair. (default: :obj:`0.0`)
+    """
+
+    def __init__(self, window: float, min_mass: float = 2.0, min_rows: float = 0.0) -> None:
+        if isinstance(window, bool) or not isinstance(window, (int, float)) or not (
+                np.isfinite(window) and window > 1):
+            raise ValidationError(f"window: expected a finite number > 1, got {window!r}")
+        self.window, self.gamma = float(window), 1.0 - 1.0 / float(window)
+        self.min_mass, self.min_rows = float(min_mass), float(min_rows)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every batch."""
+        self.sums: torch.Tensor | None = None     # [E, T, D]
+        self.mass: torch.Tensor | None = None     # [E, T]
+        self.sq: torch.Tensor | None = None       # [E, T], sum of squared decayed weights
+        self.count = 0.0                          # decayed number of batches
+
+    def valid(self, like: torch.Tensor) -> torch.Tensor:
+        """Pairs ``[E, T]`` (shaped like ``like``) whose memory counts."""
+        if self.mass is None or self.mass.shape != like.shape:
+            return torch.zeros(like.shape, dtype=torch.bool, device=like.device)
+        ess = self.mass.pow(2) / self.sq.clamp_min(1e-30)
+        return (self.mass >= self.min_mass) & (ess >= self.min_rows)
+
+    def penalty(self, grads: torch.Tensor, assign: torch.Tensor, valid: torch.Tensor,
+                update: bool = True) -> torch.Tensor:
+        """Per-task penalty ``[T]`` from this batch's gradients ``grads [E, T, D]`` of the
+        weighted mean risks and its assignment ``[B, T, E]`` (weights included); ``valid``
+        ``[E, T]`` (from :meth:`valid` before this batch, and present in it); ``update`` adds
+        the batch to the memory (training steps)."""
+        mass = assign.sum(dim=0).T
+        if self.mass is None or self.mass.shape != mass.shape:
+            self.sums = grads.new_zeros(grads.shape)
+            self.mass, self.sq = mass.new_zeros(mass.shape), mass.new_zeros(mass.shape)
+            self.count = 0.0
+        assert self.sums is not None and self.sq is not None
+        mean = self.sums / self.mass.clamp_min(1e-12)[..., None]
+        per_batch = self.mass / max(self.count, 1e-12)
+        current = grads * (mass / per_batch.clamp_min(1e-12))[..., None]
+        surrogate = 2.0 * (mean * current).sum(dim=-1)                       # [E, T]
+        if update:
+            with torch.no_grad():
+                g = self.gamma
+                self.sums = g * self.sums + grads.detach() * mass[..., None]
+                self.mass = g * self.mass + mass
+                self.sq = g * g * self.sq + assign.detach().pow(2).sum(dim=0).T
+                self.count = g * self.count + 1.0
+        with torch.no_grad():
+            value = (self.sums / self.mass.clamp_min(1e-12)[..., None]).pow(2).sum(dim=-1)
+        out = value + surrogate - surrogate.detach()
+        return torch.where(valid, out, torch.zeros_like(out)).sum(dim=0)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The memory (for checkpoints)."""
+        return {"sums": self.sums, "mass": self.mass, "sq": self.sq, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.sums, self.mass, self.sq = state["sums"], state["mass"], state["sq"]
+        self.count = float(state["count"])
+
+
 class RoutingInvariance:
     """Environments, schedule and penalty of MT-CRL's routing invariance.
 
@@ -71,13 +162,18 @@ class RoutingInvariance:
         kind (str): the penalty (``"irmv1"``, ... of
             :class:`~taskgraph.regularizers.RouterInvariancePenalty`).
         unbiased (bool): IRMv1's unbiased two-halves estimate.
-        min_env_rows (float): least effective rows of an (environment, task) pair in a batch.
+        min_env_rows (float): least effective rows of an (environment, task) pair in a batch
+            (in the memory, with ``memory``).
+        memory (float): IRMv1 over about this many batches (:class:`GradientMemory`); 1 = each
+            batch on its own.
+        sampling (float): share :math:`\\alpha \\in [0, 1]` of balanced sampling
+            (:meth:`sampler`); 0 = rows drawn uniformly.
     """
 
     def __init__(self, tasks: TaskSet, *, invariance: float, warmup_invariance: float,
                  warmup_steps: int, environments: str, rebalance: bool | None, max_envs: int,
-                 kind: str = "irmv1", unbiased: bool = False, min_env_rows: float = 16.0
-                 ) -> None:
+                 kind: str = "irmv1", unbiased: bool = False, min_env_rows: float = 16.0,
+                 memory: float = 1.0, sampling: float = 0.0) -> None:
         self.tasks = tasks
         self.invariance, self.warmup_invariance = float(invariance), float(warmup_invariance)
         self.warmup_steps = int(warmup_steps)
@@ -85,9 +181,25 @@ class RoutingInvariance:
         self.max_envs = int(max_envs)
         self.penalty = RouterInvariancePenalty(kind, split=bool(unbiased) and kind == "irmv1",
                                                min_rows=float(min_env_rows))
+        if isinstance(memory, bool) or not isinstance(memory, (int, float)) or not (
+                np.isfinite(memory) and memory >= 1):
+            raise ValidationError(f"invariance_memory: expected a number >= 1, got {memory!r}")
+        self.memory: GradientMemory | None = None
+        if memory > 1:
+            if kind != "irmv1" or self.penalty.split:
+                raise ValidationError(
+                    "invariance_memory: only the plain 'irmv1' penalty keeps a memory (got "
+                    f"invariance_kind={kind!r}, unbiased_invariance={bool(unbiased)})")
+            self.memory = GradientMemory(memory, self.penalty.min_mass, float(min_env_rows))
+        if isinstance(sampling, bool) or not isinstance(sampling, (int, float)) or not (
+                0 <= sampling <= 1):
+            raise ValidationError(
+                f"balanced_sampling: expected a number in [0, 1], got {sampling!r}")
+        self.sampling = float(sampling)
         self.envs: dict[str, Any] | None = None
         self.valid_share: torch.Tensor | None = None
         self.max_share: torch.Tensor | None = None
+        self.acted: torch.Tensor | None = None
         self._idle_checked = False
 
     @classmethod
@@ -100,7 +212,9 @@ class RoutingInvariance:
                    warmup_steps=int(learner.warmup_steps), environments=learner.environments,
                    rebalance=learner.rebalance, max_envs=int(learner.max_envs), kind=kind,
                    unbiased=bool(learner.unbiased_invariance),
-                   min_env_rows=float(learner.min_env_rows))
+                   min_env_rows=float(learner.min_env_rows),
+                   memory=float(getattr(learner, "invariance_memory", 1.0)),
+                   sampling=float(getattr(learner, "balanced_sampling", 0.0)))
 
     # ------------------------------------------------------------------ environments
     @property
@@ -112,6 +226,8 @@ class RoutingInvariance:
         """Environment tables from the training data; none (penalty off, warned) when the data
         have fewer than two environments of the chosen kind."""
         self.envs = None
+        if self.memory is not None:
+            self.memory.reset()
         if self.invariance == 0 and self.warmup_invariance == 0:
             return
         n_classes = [task.n_states for task in self.tasks]
@@ -139,12 +255,48 @@ class RoutingInvariance:
         envs["table"] = class_balance_table(codes, train.y, n_classes, envs["n_envs"],
                                             rebalance=rebalance)
         envs["rows"] = balance_weights(envs["table"], codes, train.y)
+        envs["draw"] = None
+        if self.sampling > 0:
+            # rows drawn with probability q: the penalty's weights become a / (N q), so its
+            # environments keep their re-balanced expectation
+            env_rows, w = envs["rows"]
+            n = w.shape[0]
+            q = self.draw_probabilities(w, self.sampling)
+            envs["draw"] = q
+            envs["rows"] = (env_rows, w / (n * q)[:, None])
         envs["source"] = train.uid       # the row tables hold for batches of this data only
         if int((envs["table"].sum(-1) > 0).sum(-1).max()) < 2:
             warn_single_environment(
                 f"no task has data in two environments (environments={mode!r})")
             return
         self.envs = envs
+
+    @staticmethod
+    def draw_probabilities(weight: torch.Tensor, alpha: float) -> torch.Tensor:
+        r"""Per-row draw probabilities ``[N]`` of balanced sampling: :math:`q = (1 - \alpha)/N
+        + \alpha\, \bar a / \sum \bar a`, with :math:`\bar a` a row's mean re-balancing
+        weight over the tasks whose environment it is in (1 where it is in none). Drawing by
+        :math:`\bar a` makes every environment's classes (nearly) balanced in the batch itself,
+        so the penalty's weights stay near 1 and its environments keep their rows."""
+        w = weight.double()
+        inside = (w > 0).sum(dim=1)
+        mean = torch.where(inside > 0, w.sum(dim=1) / inside.clamp_min(1),
+                           torch.ones_like(w[:, 0]))
+        n = w.shape[0]
+        return ((1.0 - alpha) / n + alpha * mean / mean.sum()).float()
+
+    def sampler(self, n_rows: int, seed: int) -> Sampler | None:
+        """Balanced sampling for the Trainer (``None`` when off or without environments):
+        ``n_rows`` draws with replacement by :meth:`draw_probabilities`, seeded."""
+        if self.envs is None or self.envs.get("draw") is None:
+            return None
+        q = self.envs["draw"]
+        if q.shape[0] != n_rows:
+            raise ValidationError(
+                f"train: {n_rows} rows, but the environments were set up on {q.shape[0]}")
+        gen = torch.Generator()
+        gen.manual_seed(int(seed))
+        return WeightedRandomSampler(q.double(), n_rows, replacement=True, generator=gen)
 
     @staticmethod
     def codes(envs: dict[str, Any], y: torch.Tensor, env: torch.Tensor | None) -> torch.Tensor:
@@ -199,11 +351,15 @@ class RoutingInvariance:
         assign = member * weight[..., None]
         if self.penalty.split:
             member, assign = split_halves(member, assign)
-        valid = self.penalty.valid(assign)
+        present = assign.sum(dim=0).T > 0
+        if self.memory is None:
+            valid = self.penalty.valid(assign)
+        else:
+            valid = self.memory.valid(present) & present
         with torch.no_grad():
-            present = assign.sum(dim=0).T > 0
             share = (valid & present).sum() / present.sum().clamp_min(1)
             self.valid_share = share
+            self.acted = valid.any().to(dtype)
             self.max_share = share if self.max_share is None else torch.maximum(
                 self.max_share, share)
         return member, assign, valid
@@ -228,13 +384,15 @@ class RoutingInvariance:
     def dummy_pass(self, member: torch.Tensor, assign: torch.Tensor, valid: torch.Tensor,
                    gates: torch.Tensor, forward: Callable[[torch.Tensor], torch.Tensor],
                    col_mask: torch.Tensor, y: torch.Tensor, layout: Any,
-                   intercept: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                   intercept: bool = True, update: bool = True
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(per-example losses [B, T], penalty)`` from one pass of ``forward`` (gates
         ``[B, T, K]`` → head outputs ``[B, T, C]``) with the gate dummies
         (:meth:`dummy_gates`) and, with ``intercept``, the intercept dummies
         (:meth:`dummy_shift`); the penalty's gradients come from a second backward pass, so any
         read-out works (message passing included). At the neutral dummies the pass equals the
-        plain forward pass, so its losses serve as the task loss."""
+        plain forward pass, so its losses serve as the task loss. ``update``: add the batch to
+        the memory (training steps)."""
         ex_gates, delta = self.dummy_gates(member, gates)
         out = forward(ex_gates)
         dummies = [delta]
@@ -242,12 +400,15 @@ class RoutingInvariance:
             out, shift = self.dummy_shift(member, out, col_mask)
             dummies.append(shift)
         per = layout.per_example_loss(out, y)
-        return per, self.penalty(per, assign, dummies, valid=valid).sum()
+        if self.memory is None:
+            return per, self.penalty(per, assign, dummies, valid=valid).sum()
+        grads = dummy_gradients(env_risks(per, assign)[0], dummies)
+        return per, self.memory.penalty(grads, assign, valid, update).sum()
 
     def closed_form_pass(self, net: Any, z: torch.Tensor, gates: torch.Tensor, y: torch.Tensor,
                          layout: Any, assign: torch.Tensor, valid: torch.Tensor,
-                         intercept: bool = True, through_encoder: bool = True
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
+                         intercept: bool = True, through_encoder: bool = True,
+                         update: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         r"""``(per-example losses [B, T], penalty)`` without message passing, with the dummy
         gradients in closed form (no second backward pass through the read-out of
         :class:`~taskgraph.nn.routed_net.RoutedTaskNet` ``net``):
@@ -260,7 +421,7 @@ class RoutingInvariance:
         with :math:`\ell' = \partial \ell / \partial o` (autograd through the loss only),
         :math:`P` the module contributions and :math:`\tilde a` the assignment normalised per
         (task, environment). Equal to :meth:`dummy_pass` (tested). ``through_encoder=False``
-        computes the penalty on ``z.detach()``."""
+        computes the penalty on ``z.detach()``; ``update`` as in :meth:`dummy_pass`."""
         p = net.contributions(z)
         out = net.out_from_contributions(p, gates)
         per = layout.per_example_loss(out, y)
@@ -275,7 +436,23 @@ class RoutingInvariance:
         grads = [grad_w]
         if intercept:
             grads.append(torch.einsum("bte,btc->etc", norm, dl) * net.heads.col_mask)
-        return per, self.penalty.from_gradients(torch.cat(grads, dim=-1), valid).sum()
+        grad = torch.cat(grads, dim=-1)
+        if self.memory is None:
+            return per, self.penalty.from_gradients(grad, valid).sum()
+        return per, self.memory.penalty(grad, assign, valid, update).sum()
+
+    def needs_pass(self, valid: torch.Tensor) -> bool:
+        """Whether a batch needs the penalty's pass: some pair counts, or a memory is kept
+        (it takes every batch's gradients, also before any pair counts)."""
+        return self.memory is not None or bool(valid.any())
+
+    def logs(self, penalty: torch.Tensor) -> dict[str, Any]:
+        """A batch's training logs (the Trainer averages them per epoch): the penalty
+        (``invariance``), the share of (environment, task) pairs with data that counted
+        (``invariance_envs``) and whether any counted, so that the epoch's mean is the share of
+        batches in which the penalty acted (``invariance_batches``)."""
+        return {"invariance": penalty.detach(), "invariance_envs": self.valid_share,
+                "invariance_batches": self.acted}
 
     def renormalize(self, loss: torch.Tensor, lam: float) -> torch.Tensor:
         """``loss / λ`` when some (environment, task) pair counted in this batch (an idle
@@ -283,6 +460,15 @@ class RoutingInvariance:
         if lam <= 1.0 or self.valid_share is None:
             return loss
         return torch.where(self.valid_share > 0, loss / lam, loss)
+
+    def train_state(self) -> dict[str, Any]:
+        """What a checkpoint must keep to resume exactly (the memory, when kept)."""
+        return {} if self.memory is None else {"invariance_memory": self.memory.state_dict()}
+
+    def load_train_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`train_state`."""
+        if self.memory is not None and "invariance_memory" in state:
+            self.memory.load_state_dict(state["invariance_memory"])
 
     # ------------------------------------------------------------------ per epoch
     def warn_if_idle(self, epoch: int, min_env_rows: float, stacklevel: int = 3) -> None:

@@ -35,6 +35,7 @@ __all__ = [
     "env_assignment",
     "split_halves",
     "irmv1_penalty",
+    "dummy_gradients",
     "gradient_variance_penalty",
     "vrex_penalty",
     "RouterInvariancePenalty",
@@ -310,8 +311,9 @@ def _as_list(dummies: Dummies) -> list[torch.Tensor]:
     return out
 
 
-def _dummy_grads(risks: torch.Tensor, dummies: Dummies) -> torch.Tensor:
-    """Gradients of ``sum(R)`` w.r.t. every dummy, flattened and concatenated ``[E, T, D]``."""
+def dummy_gradients(risks: torch.Tensor, dummies: Dummies) -> torch.Tensor:
+    """Gradients of ``sum(R)`` w.r.t. every dummy, flattened and concatenated ``[E, T, D]``
+    (with ``create_graph=True``, so a penalty built from them trains)."""
     ds = _as_list(dummies)
     grads = torch.autograd.grad(risks.sum(), ds, create_graph=True, allow_unused=True)
     e, t = risks.shape
@@ -355,7 +357,7 @@ def irmv1_penalty(
     Returns:
         Tensor: per-task penalty ``[T]``.
     """
-    return _irmv1_from_grads(_dummy_grads(risks, dummy), valid, split)
+    return _irmv1_from_grads(dummy_gradients(risks, dummy), valid, split)
 
 
 def _irmv1_from_grads(grads: torch.Tensor, valid: torch.Tensor | None,
@@ -401,7 +403,7 @@ def gradient_variance_penalty(
     Returns:
         Tensor: per-task penalty ``[T]``.
     """
-    grad = _dummy_grads(risks, dummy)
+    grad = dummy_gradients(risks, dummy)
     if valid is None:
         valid = torch.ones(risks.shape, dtype=torch.bool, device=risks.device)
     return _masked_var(grad, valid).sum(dim=-1)

@@ -227,6 +227,10 @@ class Trainer:
                    disable=not self._show() or not tgd.is_main_process(), initial=start,
                    total=self.epochs, leave=False)
         if ddp:
+            if _row_sampler(learner, train, 0) is not None:
+                raise ValidationError(
+                    f"{learner.name}: its own row sampler (e.g. balanced_sampling) is not "
+                    "supported in distributed training")
             params = [p for group in opt.param_groups for p in group["params"]]
             sampler = tgd.ShardedBatchSampler(len(train), self.batch_size,
                                               lambda e: _epoch_seed(self.seed, e),
@@ -243,8 +247,9 @@ class Trainer:
                 sampler.set_epoch(epoch)
                 n_batches += self._distributed_epoch(learner, train, sampler, opt, params,
                                                      epoch, sums)
-            for batch in () if ddp else train.loader(self.batch_size, shuffle=True,
-                                                     seed=_epoch_seed(self.seed, epoch)):
+            seed = _epoch_seed(self.seed, epoch)
+            for batch in () if ddp else train.loader(self.batch_size, shuffle=True, seed=seed,
+                                                     sampler=_row_sampler(learner, train, seed)):
                 batch = to_device(batch, learner.device_)
                 loss, logs = learner._loss(batch, epoch)
                 if not torch.isfinite(loss):
@@ -338,6 +343,13 @@ class Trainer:
             tgd.average_gradients(params, share)
             opt.step()
         return n_batches
+
+
+def _row_sampler(learner: Trainable, train: MultiTaskData, seed: int) -> Any:
+    """The learner's own row order for an epoch (``_train_sampler(train, seed)``, e.g. rows
+    drawn with unequal probabilities), or ``None`` for the usual shuffle."""
+    hook = getattr(learner, "_train_sampler", None)
+    return None if hook is None else hook(train, seed)
 
 
 def _accumulate(sums: dict[str, Any], logs: dict[str, Any]) -> None:

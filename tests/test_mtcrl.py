@@ -187,9 +187,11 @@ def test_environments_below_min_env_rows_do_not_count_and_an_idle_penalty_warns(
         warnings.simplefilter("error")
         acting = create("mtcrl", tasks, min_env_rows=4, **kw).fit(data)
     assert all(0 < h["invariance_envs"] <= 1 and h["invariance"] > 0 for h in acting.history_)
+    assert all(h["invariance_batches"] == 1 for h in acting.history_)   # every batch acted
     with pytest.warns(UserWarning, match="min_env_rows"):
         idle = create("mtcrl", tasks, min_env_rows=1000, **kw).fit(data)
     assert all(h["invariance_envs"] == 0 and h["invariance"] == 0 for h in idle.history_)
+    assert all(h["invariance_batches"] == 0 for h in idle.history_)
     with pytest.raises(ValidationError, match="min_env_rows"):
         create("mtcrl", tasks, min_env_rows=-1, **kw).fit(data)
 
@@ -295,3 +297,58 @@ def test_an_idle_penalty_does_not_renormalise_the_loss():
     loss_act, logs_act = acting._loss(batch, epoch=0)
     assert logs_act["invariance_envs"] > 0
     torch.testing.assert_close(loss_act, (loss_off + 5 * logs_act["invariance"]) / 5)
+
+
+def test_invariance_memory_acts_from_the_second_batch_and_resumes_exactly(tmp_path):
+    """With a memory the penalty needs earlier batches: in the first epoch of two batches it
+    acts in the second only; the memory is part of the checkpoint (resume is exact)."""
+    data, tasks = _graph_data()
+    kw = dict(hidden=8, batch_size=80, verbose=False, warmup_steps=0, seed=2,
+              environments="given", min_env_rows=4, invariance_memory=3)
+    learner = create("mtcrl", tasks, epochs=2, **kw).fit(data)
+    assert [h["invariance_batches"] for h in learner.history_] == [0.5, 1.0]
+    assert learner.history_[1]["invariance"] > 0
+    full = create("mtcrl", tasks, **kw).fit(data, epochs=4, checkpoint=tmp_path / "a.ckpt")
+    create("mtcrl", tasks, **kw).fit(data, epochs=2, checkpoint=tmp_path / "b.ckpt")
+    resumed = create("mtcrl", tasks, **kw).fit(data, epochs=4, checkpoint=tmp_path / "b.ckpt",
+                                               resume=True)
+    for k, v in full.model_.state_dict().items():
+        assert torch.equal(v, resumed.model_.state_dict()[k]), k
+    torch.testing.assert_close(full._inv.memory.sums, resumed._inv.memory.sums)
+    for bad in (dict(invariance_memory=0.5), dict(invariance_memory=3, invariance_kind="vrex"),
+                dict(invariance_memory=3, unbiased_invariance=True)):
+        with pytest.raises(ValidationError, match="invariance_memory"):
+            create("mtcrl", tasks, **{**kw, **bad}).fit(data, epochs=1)
+
+
+def test_balanced_sampling_draws_rows_by_their_rebalancing_weights():
+    from taskgraph.environments import RoutingInvariance
+    from taskgraph.regularizers import balance_weights
+
+    w = torch.tensor([[1.0, 1.0], [0.5, 0.5], [2.0, 0.0], [0.0, 0.0]])
+    mean = torch.tensor([1.0, 0.5, 2.0, 1.0])     # over the tasks whose environment it is in
+    torch.testing.assert_close(RoutingInvariance.draw_probabilities(w, 1.0), mean / 4.5)
+    torch.testing.assert_close(RoutingInvariance.draw_probabilities(w, 0.5),
+                               0.5 / 4 + 0.5 * mean / 4.5)
+    data, tasks = _graph_data()
+    kw = dict(hidden=8, epochs=2, batch_size=80, verbose=False, warmup_steps=0,
+              environments="labels")
+    plain = create("mtcrl", tasks, **kw).fit(data)
+    assert plain._train_sampler(data, 0) is None
+    seeds = []
+    learner = create("mtcrl", tasks, balanced_sampling=1.0, **kw)
+    hook = MTCRL._train_sampler
+    learner._train_sampler = lambda train, seed: seeds.append(seed) or hook(learner, train, seed)
+    learner.fit(data)
+    assert len(seeds) == 2 and seeds[0] != seeds[1]              # one sampler per epoch
+    inv = learner._inv
+    env, a = balance_weights(inv.envs["table"], inv.codes(inv.envs, data.y, data.env), data.y)
+    q = RoutingInvariance.draw_probabilities(a, 1.0)
+    torch.testing.assert_close(inv.envs["draw"], q)
+    torch.testing.assert_close(inv.envs["rows"][1], a / (len(data) * q)[:, None])
+    sampler = learner._train_sampler(data, 7)
+    assert sampler.num_samples == len(data) and sampler.replacement
+    torch.testing.assert_close(sampler.weights, q.double())
+    assert list(sampler) == list(learner._train_sampler(data, 7))  # seeded
+    with pytest.raises(ValidationError, match="balanced_sampling"):
+        create("mtcrl", tasks, balanced_sampling=1.5, **kw).fit(data)

@@ -375,3 +375,41 @@ def test_min_rows_counts_effective_rows_of_the_weights():
     torch.testing.assert_close(both, risks.pow(2).sum(0))
     with pytest.raises(ValidationError, match="min_rows"):
         RouterInvariancePenalty(min_rows=-1)
+
+
+def test_gradient_memory_pairs_the_memory_with_the_batch():
+    """Seeing the same batch twice, the memory's penalty equals the plain square in value and
+    gradient; the memory counts decayed effective rows; evaluation batches leave it alone."""
+    from taskgraph.environments import GradientMemory
+
+    torch.manual_seed(0)
+    theta = torch.randn(4, requires_grad=True)
+    x = torch.randn(6, 2, 3, 4)
+    assign = torch.ones(6, 2, 3)
+
+    def grads():
+        return torch.einsum("bte,bted->etd", assign / assign.sum(0), torch.tanh(x * theta))
+
+    valid = torch.ones(3, 2, dtype=torch.bool)
+    mem = GradientMemory(window=2.0)
+    assert not mem.valid(valid).any()                      # empty memory: nothing counts
+    first = mem.penalty(grads(), assign, valid)
+    (g_first,) = torch.autograd.grad(first.sum(), theta, allow_unused=True)
+    assert g_first is None or torch.count_nonzero(g_first) == 0   # no memory yet: no gradient
+    mem.penalty(grads(), assign, valid, update=False)             # an evaluation batch
+    assert mem.count == 1.0 and torch.equal(mem.mass, torch.full((3, 2), 6.0))
+    pen = mem.penalty(grads(), assign, valid).sum()
+    plain = grads().pow(2).sum()
+    (g_mem,) = torch.autograd.grad(pen, theta)
+    (g_plain,) = torch.autograd.grad(plain, theta)
+    torch.testing.assert_close(pen.detach(), plain.detach())
+    torch.testing.assert_close(g_mem, g_plain)
+    # two batches of 6 equal weights, gamma = 0.5: mass 9, squares 0.25 * 6 + 6 = 7.5
+    assert torch.equal(mem.mass, torch.full((3, 2), 9.0))
+    mem.min_rows = 81 / 7.5
+    assert mem.valid(valid).all()
+    mem.min_rows = 81 / 7.5 + 1e-3
+    assert not mem.valid(valid).any()
+    for bad in (1.0, 0.5, float("nan"), True):
+        with pytest.raises(ValidationError, match="window"):
+            GradientMemory(bad)

@@ -84,7 +84,8 @@ class CausalGraph(GraphLearner):
         invariance (float): IRMv1 weight on the gates after ``warmup_steps``; 0 switches the
             penalty off. (default: :obj:`5.0`)
         warmup_steps (int), warmup_invariance (float), unbiased_invariance (bool),
-            environments (str), rebalance (bool, optional), max_envs (int): as in
+            invariance_memory (float), balanced_sampling (float), environments (str),
+            rebalance (bool, optional), max_envs (int): as in
             :class:`~taskgraph.learners.MTCRL`.
         min_env_rows (float): as in :class:`~taskgraph.learners.MTCRL`: environments with
             fewer effective rows in a batch do not enter the penalty. (default: :obj:`16`)
@@ -132,6 +133,8 @@ class CausalGraph(GraphLearner):
         warmup_invariance: float = 1.0,
         unbiased_invariance: bool = False,
         min_env_rows: float = 16.0,
+        invariance_memory: float = 1.0,
+        balanced_sampling: float = 0.0,
         environments: str = "auto",
         rebalance: bool | None = None,
         max_envs: int = 16,
@@ -195,7 +198,7 @@ class CausalGraph(GraphLearner):
         valid = None
         if lam > 0:
             member, assign, valid = self._inv.assignment(batch, gates.dtype)
-        if valid is not None and bool(valid.any()):
+        if valid is not None and self._inv.needs_pass(valid):
             parts: builtins.list[torch.Tensor] = []
 
             def forward(ex_gates: torch.Tensor) -> torch.Tensor:
@@ -204,7 +207,8 @@ class CausalGraph(GraphLearner):
                 return parts[4]
 
             per, pen = self._inv.dummy_pass(member, assign, valid, gates, forward,
-                                            net.heads.col_mask, batch.y, lay)
+                                            net.heads.col_mask, batch.y, lay,
+                                            update=net.training)
             h, s0, w, s1, out = parts
         else:
             # no penalty, or an idle one (no environment with min_env_rows in this batch: its
@@ -226,8 +230,7 @@ class CausalGraph(GraphLearner):
             loss = loss + self._structure_step(batch, epoch, h, s0, w, s1, out)
         if pen is not None:
             loss = loss + lam * pen
-            logs["invariance"] = pen.detach()
-            logs["invariance_envs"] = self._inv.valid_share
+            logs.update(self._inv.logs(pen))
             loss = self._inv.renormalize(loss, lam)
         return loss, logs
 
@@ -277,10 +280,15 @@ class CausalGraph(GraphLearner):
         """As :meth:`BaseLearner.evaluate`, decoding with ``gmtl_`` by default."""
         return super().evaluate(data, inference=self._decoder(inference))
 
+    def _train_sampler(self, train: MultiTaskData, seed: int) -> Any:
+        """Balanced sampling of the training rows (``balanced_sampling``), or ``None``."""
+        return self._inv.sampler(len(train), seed)
+
     # ------------------------------------------------------------------ state
     def _train_state(self) -> dict[str, Any]:
         state = super()._train_state() if self.structure else {}
         state["step"] = int(getattr(self, "_step", 0))
+        state.update(self._inv.train_state())
         if self._decoding.state() is not None:
             state["gmtl"] = self._decoding.state()
         return state
@@ -289,6 +297,7 @@ class CausalGraph(GraphLearner):
         if not state:
             return
         self._step = int(state.get("step", 0))
+        self._inv.load_train_state(state)
         if self.structure:
             super()._load_train_state(state)
         self._decoding.load_state(state.get("gmtl"))

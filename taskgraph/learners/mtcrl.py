@@ -119,7 +119,20 @@ class MTCRL(BaseLearner):
             many effective rows in the batch (Kish's :math:`(\sum a)^2 / \sum a^2` of the
             re-balancing weights): below that the squared gradient is mostly sampling noise
             (see :class:`~taskgraph.regularizers.RouterInvariancePenalty`). The ``invariance_envs``
-            log is the share of (environment, task) pairs that counted. (default: :obj:`16`)
+            log is the share of (environment, task) pairs that counted, ``invariance_batches``
+            the share of batches in which any did. (default: :obj:`16`)
+        invariance_memory (float): IRMv1 over about this many batches
+            (:class:`~taskgraph.environments.GradientMemory`: decayed running means of every
+            pair's dummy gradients, ``min_env_rows`` then counts the memory's rows); 1 = each
+            batch on its own. Measured worse on Multi-MNIST (docs/mtcrl.md). (default: :obj:`1`)
+        balanced_sampling (float): :math:`\alpha \in [0, 1]`: training rows are drawn (with
+            replacement, as many per epoch as there are rows) with probability
+            :math:`(1 - \alpha)/N + \alpha\, \bar a_n / \sum \bar a`, :math:`\bar a_n` the
+            row's mean re-balancing weight
+            (:meth:`~taskgraph.environments.RoutingInvariance.draw_probabilities`), so the
+            batches hold more of the rows that label strata are short of; the penalty's weights
+            are divided by the draw ratio. This changes the distribution the task loss sees
+            too (docs/mtcrl.md). (default: :obj:`0`)
         environments (str): ``"given"`` (the data's ``env``), ``"labels"`` (strata of the
             other tasks' labels), ``"both"`` (given × label strata) or ``"auto"`` (``"both"``
             when the data has two or more environments and there are label strata, else
@@ -161,6 +174,8 @@ class MTCRL(BaseLearner):
         invariance_intercept: bool = True,
         unbiased_invariance: bool = False,
         min_env_rows: float = 16.0,
+        invariance_memory: float = 1.0,
+        balanced_sampling: float = 0.0,
         environments: str = "auto",
         rebalance: bool | None = None,
         max_envs: int = 16,
@@ -240,8 +255,7 @@ class MTCRL(BaseLearner):
             logs["sparsity"] = sp.detach()
         if pen is not None:
             loss = loss + lam * pen
-            logs["invariance"] = pen.detach()
-            logs["invariance_envs"] = self._inv.valid_share
+            logs.update(self._inv.logs(pen))
             logs["lambda_inv"] = lam
             if self.renormalize:
                 loss = self._inv.renormalize(loss, lam)
@@ -254,7 +268,7 @@ class MTCRL(BaseLearner):
         kept off the encoder)."""
         y, lay, inv = batch.y, self.layout_, self._inv
         member, assign, valid = inv.assignment(batch, gates.dtype)
-        if not bool(valid.any()):
+        if not inv.needs_pass(valid):
             # idle penalty (no environment with min_env_rows in this batch): its value and
             # gradient are exactly 0, so skip the dummy pass
             per = lay.per_example_loss(net.head_out(z, gates), y)
@@ -266,12 +280,14 @@ class MTCRL(BaseLearner):
             return mean_task_loss(per, y), inv.penalty(per_p, assign, None, valid=valid).sum()
         if net.mp is None:
             per, pen = inv.closed_form_pass(net, z, gates, y, lay, assign, valid,
-                                            bool(self.invariance_intercept), through)
+                                            bool(self.invariance_intercept), through,
+                                            update=net.training)
             return mean_task_loss(per, y), pen
         zp = z if through else z.detach()
         per_p, pen = inv.dummy_pass(member, assign, valid, gates,
                                     lambda ex: net.penalty_out(zp, ex, gates),
-                                    net.heads.col_mask, y, lay, bool(self.invariance_intercept))
+                                    net.heads.col_mask, y, lay, bool(self.invariance_intercept),
+                                    update=net.training)
         per = per_p if through else lay.per_example_loss(net.head_out(z, gates), y)
         return mean_task_loss(per, y), pen
 
@@ -287,11 +303,16 @@ class MTCRL(BaseLearner):
         names = self.tasks_set_.names
         return {f"gate/{names[i]}/module_{j}": float(g[i, j]) for i in range(t) for j in range(k)}
 
+    def _train_sampler(self, train: MultiTaskData, seed: int) -> Any:
+        """Balanced sampling of the training rows (``balanced_sampling``), or ``None``."""
+        return self._inv.sampler(len(train), seed)
+
     def _train_state(self) -> dict[str, Any]:
-        return {"step": int(getattr(self, "_step", 0))}
+        return {"step": int(getattr(self, "_step", 0)), **self._inv.train_state()}
 
     def _load_train_state(self, state: dict[str, Any]) -> None:
         self._step = int(state.get("step", 0))
+        self._inv.load_train_state(state)
 
     @property
     def routing_(self) -> np.ndarray:
