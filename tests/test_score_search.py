@@ -9,6 +9,7 @@ import itertools
 import networkx as nx
 import numpy as np
 import pytest
+import torch
 
 import taskgraph as tg
 from taskgraph import ValidationError
@@ -195,3 +196,17 @@ def test_auto_structure_search_reports_the_lower_conditional_bic(collider_data):
     assert conditional_bic(collider_data, dag) == pytest.approx(
         min(last["bic_sem"], last["bic_hybrid"]), rel=1e-6)
     assert (g.meta.get("structure_search") == "hybrid") == (chosen == "hybrid")
+
+
+def test_auto_keeps_the_sem_graph_when_pc_cannot_run(collider_data):
+    """Sparse labels: almost no row has every task labelled, PC cannot run, and the fit ends with
+    the SEM's graph and the reason in ``history_`` instead of an error."""
+    y = collider_data.y.clone()
+    y[:, 0][torch.arange(len(y)) % 2 == 0] = float("nan")
+    y[:, 1][torch.arange(len(y)) % 2 == 1] = float("nan")
+    data = tg.MultiTaskData(collider_data.x, y, collider_data.tasks)
+    learner = create("gcnet", data.tasks, hidden=8, node_dim=8, epochs=1,
+                     verbose=False).fit(data)
+    last = learner.history_[-1]
+    assert last["structure_search"] == "sem" and "complete rows" in last["hybrid_skipped"]
+    assert learner.task_graph_.meta.get("structure_search") is None

@@ -352,7 +352,13 @@ class GraphLearner(BaseLearner):
 
         self._hybrid = None
         sem_graph = self._learned_graph().adjacency != 0
-        hybrid = _run_hybrid(train)
+        try:
+            hybrid = _run_hybrid(train)
+        except ValidationError as err:
+            # e.g. too few rows with every label observed for PC (sparse labels): keep the SEM's
+            if self.history_:
+                self.history_[-1].update(structure_search="sem", hybrid_skipped=str(err))
+            return
         bic_sem = conditional_bic(train, sem_graph)
         bic_hybrid = conditional_bic(train, hybrid["dag"])
         hybrid["info"].update(bic_sem=bic_sem, bic_hybrid=bic_hybrid)
