@@ -7,8 +7,10 @@ batch: ``weight(step)`` gives :math:`\lambda`; ``assignment(batch)`` the one-hot
 the weighted assignment and the ``valid`` mask of the (environment, task) pairs with
 ``min_env_rows`` effective rows; ``dummy_gates`` / ``dummy_shift`` put the IRMv1 dummies on the
 gates and the head outputs; the penalty is :class:`~taskgraph.regularizers.RouterInvariancePenalty`
-(``penalty``); ``renormalize`` divides the loss by :math:`\lambda` when some pair counted.
-docs/mtcrl.md explains the choices.
+(``penalty``); ``renormalize`` divides the loss by :math:`\lambda` when some pair counted;
+``logs`` gives the batch's activity record. Options: a :class:`GradientMemory` (IRMv1 over
+several batches) and balanced sampling of the training rows (``sampler``, asked for by the
+Trainer through the learner's ``_train_sampler``). docs/mtcrl.md explains the choices.
 """
 
 from __future__ import annotations
@@ -206,7 +208,8 @@ class RoutingInvariance:
     def from_learner(cls, learner: Any, kind: str) -> RoutingInvariance:
         """Built from a learner's arguments of the same names (``invariance``,
         ``warmup_invariance``, ``warmup_steps``, ``environments``, ``rebalance``, ``max_envs``,
-        ``unbiased_invariance``, ``min_env_rows``)."""
+        ``unbiased_invariance``, ``min_env_rows``, ``invariance_memory``,
+        ``balanced_sampling``)."""
         return cls(learner.tasks_set_, invariance=float(learner.invariance),
                    warmup_invariance=float(learner.warmup_invariance),
                    warmup_steps=int(learner.warmup_steps), environments=learner.environments,
@@ -219,8 +222,8 @@ class RoutingInvariance:
     # ------------------------------------------------------------------ environments
     @property
     def active(self) -> bool:
-        """Whether environments were set up (the penalty can act)."""
-        return self.envs is not None
+        """Whether the penalty can act (environments set up and a weight above 0)."""
+        return self.envs is not None and (self.invariance > 0 or self.warmup_invariance > 0)
 
     def setup(self, train: MultiTaskData) -> None:
         """Environment tables from the training data; none (penalty off, warned) when the data
@@ -228,8 +231,8 @@ class RoutingInvariance:
         self.envs = None
         if self.memory is not None:
             self.memory.reset()
-        if self.invariance == 0 and self.warmup_invariance == 0:
-            return
+        if self.invariance == 0 and self.warmup_invariance == 0 and self.sampling == 0:
+            return     # (balanced sampling needs the tables even without the penalty)
         n_classes = [task.n_states for task in self.tasks]
         labels = LabelEnvironments(n_classes, max_envs=self.max_envs)
         has_given = train.n_envs >= 2
@@ -342,7 +345,8 @@ class RoutingInvariance:
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(member, assign, valid)`` of a batch: one-hot environment membership and weighted
         assignment ``[B, T, E]`` (``[B, T, 2E]``, two halves per environment, with the unbiased
-        estimate), and the penalty's ``valid`` mask ``[E, T]``. Records the share of the
+        estimate), and the penalty's ``valid`` mask ``[E, T]`` (with a memory: pairs present in
+        the batch whose memory counts). Records the share of the
         (environment, task) pairs with data that count (``valid_share``, a scalar tensor) and
         its running maximum (``max_share``), both on the device (no host synchronisation)."""
         env, weight = self.batch_envs(batch)

@@ -350,5 +350,10 @@ def test_balanced_sampling_draws_rows_by_their_rebalancing_weights():
     assert sampler.num_samples == len(data) and sampler.replacement
     torch.testing.assert_close(sampler.weights, q.double())
     assert list(sampler) == list(learner._train_sampler(data, 7))  # seeded
+    off = create("mtcrl", tasks, balanced_sampling=1.0, invariance=0.0, warmup_invariance=0.0,
+                 **kw).fit(data)       # sampling without the penalty: the same draws
+    torch.testing.assert_close(off._train_sampler(data, 7).weights, q.double())
+    assert "invariance" not in off.history_[-1]
+    assert off.task_graph_.meta["invariance"] == "off"
     with pytest.raises(ValidationError, match="balanced_sampling"):
         create("mtcrl", tasks, balanced_sampling=1.5, **kw).fit(data)
