@@ -251,6 +251,7 @@ def test_invariance_penalty_reaches_the_gates(bench):
     learner._step = 10**6           # past the warm-up: the full invariance weight
     loss_on, logs = learner._loss(batch, epoch=0)
     assert "invariance" in logs and logs["invariance"] > 0 and logs["invariance_envs"] > 0
+    assert logs["invariance_batches"] == 1          # the batch's activity record
     (g_on,) = torch.autograd.grad(loss_on, net.router.logits)
     off = create("causal_graph", bench.tasks, **FAST, invariance=0.0,
                  warmup_invariance=0.0).fit(bench.train, epochs=0)
@@ -287,6 +288,22 @@ def test_an_idle_invariance_penalty_is_skipped_and_equals_no_penalty(bench):
         grads.append((loss, logs, torch.autograd.grad(loss, learner.model_.router.logits)[0]))
     (l_idle, logs_idle, g_idle), (l_off, logs_off, g_off) = grads
     assert logs_idle["invariance"] == 0 and logs_idle["invariance_envs"] == 0
+    assert logs_idle["invariance_batches"] == 0
     assert "invariance" not in logs_off
     torch.testing.assert_close(l_idle, l_off)
     torch.testing.assert_close(g_idle, g_off)
+
+
+def test_invariance_memory_and_balanced_sampling_serve_causal_graph_too(bench):
+    """The shared RoutingInvariance: causal_graph draws its rows with the same probabilities
+    as mtcrl and keeps the memory in its checkpoint state."""
+    kw = dict(FAST, structure=False, ebm=False, balanced_sampling=0.5, invariance_memory=4)
+    learner = create("causal_graph", bench.tasks, **kw).fit(bench.train, val=bench.val,
+                                                            epochs=1)
+    mtcrl = create("mtcrl", bench.tasks, hidden=16, balanced_sampling=0.5,
+                   verbose=False).fit(bench.train, val=bench.val, epochs=0)
+    torch.testing.assert_close(learner._train_sampler(bench.train, 3).weights,
+                               mtcrl._train_sampler(bench.train, 3).weights)
+    assert 0 < learner.history_[-1]["invariance_batches"] <= 1
+    state = learner._train_state()
+    assert state["invariance_memory"]["count"] > 0
