@@ -37,6 +37,11 @@ from taskgraph.tasks import Task, TaskSet
 __all__ = ["GraphLearner"]
 
 
+#: ``structure_search="auto"`` runs the hybrid search up to this many tasks (alarm has 37): PC's
+#: cost grows quickly with the task count, and above it the SEM's graph is reported
+AUTO_MAX_TASKS = 40
+
+
 def _run_hybrid(train: MultiTaskData) -> dict[str, Any]:
     """:func:`~taskgraph.structure.score_search.hybrid_search` on ``train``, with the error
     naming ``structure_search``."""
@@ -92,7 +97,8 @@ class GraphLearner(BaseLearner):
             with the best interventional BIC score
             (:func:`~taskgraph.structure.score_search.hybrid_search`); edges the data cannot
             orient are marked undirected, and the SEM, ICE and EBM are fitted along the found
-            DAG. ``"auto"``: with every task a classification task, both graphs after the fit,
+            DAG. ``"auto"``: with every task a classification task (and at most
+            :data:`AUTO_MAX_TASKS` tasks), both graphs after the fit,
             the one with the lower BIC of the labels given ``x``
             (:func:`~taskgraph.structure.score_search.conditional_bic`) reported (then
             ``inference_mode="auto"`` does not pick the SEM's marginals if the hybrid graph
@@ -339,6 +345,7 @@ class GraphLearner(BaseLearner):
     def _after_fit(self, train: MultiTaskData, val: MultiTaskData | None) -> None:
         super()._after_fit(train, val)
         if (self.structure_search == "auto" and self.structure
+                and len(self.tasks_set_) <= AUTO_MAX_TASKS
                 and all(t.is_classification for t in self.tasks_set_)):
             self._auto_structure(train)
         self.inference_ = self._choose_inference(val)
