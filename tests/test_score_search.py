@@ -20,6 +20,7 @@ from taskgraph.structure.score_search import (
     hill_climb,
     hybrid_search,
     identified_orientation,
+    search_graph,
 )
 
 
@@ -155,7 +156,7 @@ def test_hybrid_on_asia_with_interventions():
     bench = tg.datasets.bayesian_network("asia", n_samples=5000, seed=0,
                                          interventional_fraction=0.1)
     dag, und, _ = hybrid_search(bench.train)
-    g = tg.TaskGraph((dag | und).astype(float), bench.tasks, undirected=und)
+    g = search_graph(dag, und, bench.tasks)
     s = structure(g, bench.true_graph)
     assert s["directed_f1"] >= 0.9 and s["skeleton_f1"] >= 0.9
 

@@ -418,11 +418,10 @@ class GraphLearner(BaseLearner):
         hybrid = getattr(self, "_hybrid", None)
         if hybrid is None:
             return g
-        # the hybrid search's graph: its DAG, the edges it cannot orient both ways and marked
-        und = hybrid["undirected"]
-        adj = (hybrid["dag"] | und).astype(np.float64)
-        return TaskGraph(adj, names, raw=g.raw, candidates=g.candidates, undirected=und,
-                         learned=True, meta={**g.meta, "structure_search": "hybrid",
-                                             **{f"hybrid_{k}": v
-                                                for k, v in hybrid["info"].items()}})
+        from taskgraph.structure.score_search import search_graph
+
+        return search_graph(hybrid["dag"], hybrid["undirected"], names, raw=g.raw,
+                            candidates=g.candidates, learned=True,
+                            meta={**g.meta, "structure_search": "hybrid",
+                                  **{f"hybrid_{k}": v for k, v in hybrid["info"].items()}})
 

@@ -43,7 +43,7 @@ import torch
 from taskgraph.exceptions import ValidationError
 
 __all__ = ["LocalScore", "hill_climb", "identified_orientation", "hybrid_search",
-           "PC_SETTINGS", "conditional_bic"]
+           "PC_SETTINGS", "conditional_bic", "search_graph"]
 
 
 class LocalScore:
@@ -182,6 +182,16 @@ def identified_orientation(dag: np.ndarray, targets: np.ndarray | None = None) -
         hit = np.asarray(targets, bool)
         reversible &= ~(hit[:, None] | hit[None, :])
     return reversible
+
+
+def search_graph(dag: np.ndarray, undirected: np.ndarray, tasks: Any, **kwargs: Any) -> Any:
+    """The :class:`~taskgraph.graph.TaskGraph` of a search result: the DAG's edges, the
+    unorientable ones in both directions with the undirected mark; ``kwargs`` go to the
+    constructor (``raw``, ``meta``, ...)."""
+    from taskgraph.graph import TaskGraph
+
+    dag, und = np.asarray(dag, bool), np.asarray(undirected, bool)
+    return TaskGraph((dag | und).astype(np.float64), tasks, undirected=und, **kwargs)
 
 
 #: the PC runs whose skeletons form the candidate set and whose DAG extensions start the search
