@@ -15,7 +15,6 @@ Trainer through the learner's ``_train_sampler``). docs/mtcrl.md explains the ch
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +33,6 @@ from taskgraph.regularizers import (
     env_assignment,
     env_risks,
     split_halves,
-    warn_single_environment,
 )
 from taskgraph.tasks import TaskSet
 
@@ -60,6 +58,90 @@ def mean_task_loss(per: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Sum over tasks of the mean loss over observed labels, from per-example losses."""
     count = (~torch.isnan(y)).sum(dim=0).clamp_min(1)
     return (per.sum(dim=0) / count).sum()
+
+
+def _silence(inv: RoutingInvariance) -> str:
+    """The switches that turn the penalty (and balanced sampling) off."""
+    parts = ["invariance=0"]
+    if inv.warmup_invariance > 0:
+        parts.append("warmup_invariance=0")
+    if inv.sampling > 0:
+        parts.append("balanced_sampling=0")
+    return "set " + " and ".join(parts)
+
+
+def _off(cause: str, remedy: str) -> str:
+    return f"the invariance penalty is disabled: {cause}. Remedy: {remedy}"
+
+
+def _mode_works(inv: RoutingInvariance, train: MultiTaskData, mode: str,
+                labels: LabelEnvironments) -> bool:
+    """Whether ``environments=mode`` gives some task data in two environments on ``train``."""
+    has_given = train.n_envs >= 2
+    if (mode in ("given", "both") and not has_given) or (
+            mode in ("labels", "both") and not bool(labels.active.any())):
+        return False
+    n_given = int(train.env.max()) + 1 if has_given else 1
+    envs = {"mode": mode, "labels": labels, "n_given": n_given,
+            "n_envs": n_given * (labels.n_envs if mode != "given" else 1)}
+    codes = inv.codes(envs, train.y, train.env)
+    table = class_balance_table(codes, train.y, [task.n_states for task in inv.tasks],
+                                envs["n_envs"], rebalance=mode != "given")
+    return int((table.sum(-1) > 0).sum(-1).max()) >= 2
+
+
+def _remedy_given(inv: RoutingInvariance, train: MultiTaskData,
+                  labels: LabelEnvironments) -> str:
+    """Remedy when the given environments are missing: label strata if they would act."""
+    out = "pass the environments the rows come from, MultiTaskData(..., env=...)"
+    if _mode_works(inv, train, "labels", labels):
+        out += ("; or environments='labels' (strata of the other tasks' labels, which act "
+                "on this data)")
+    return out + f"; or {_silence(inv)} to train without it"
+
+
+def _remedy_labels(train: MultiTaskData) -> str:
+    return ("pass the environments the rows come from, MultiTaskData(..., env=...), with "
+            "environments='given'" if train.n_envs < 2 else
+            "environments='given' (the data's `env`)")
+
+
+def _no_two_environments(inv: RoutingInvariance, train: MultiTaskData, mode: str,
+                         labels: LabelEnvironments) -> tuple[str, str]:
+    """``(cause, remedy)`` when environments were built but no task has data (both classes,
+    for a classification task) in two of them."""
+    silence = f"{_silence(inv)} to train without it"
+    given_ok = mode != "given" and _mode_works(inv, train, "given", labels)
+    if mode == "given":
+        cause = (f"no task has labels in two of the {int(train.env.max()) + 1} given "
+                 "environments (a classification task needs both classes in each) "
+                 "(environments='given')")
+        remedy = ("environments='labels' (strata of the other tasks' labels, which act on this "
+                  "data); or " if _mode_works(inv, train, "labels", labels) else "") + silence
+        return cause, remedy
+    cls = [k for k, task in enumerate(inv.tasks) if task.is_classification]
+    obs = ~torch.isnan(train.y[:, cls])
+    complete = int(obs.all(dim=1).sum())
+    missing = float((~obs).float().mean())
+    n = len(train)
+    head = (f"label environments stratify each classification task's rows by the joint labels "
+            f"of the other {len(cls) - 1} classification tasks, so only rows with all "
+            f"{len(cls)} labels observed count")
+    if complete == 0:
+        cause = (f"{head}, and none of the {n} training rows has them all ({missing:.0%} of "
+                 f"these labels are missing) (environments={mode!r})")
+    else:
+        cause = (f"{head}, and only {complete} of the {n} training rows have them all "
+                 f"({missing:.0%} of these labels are missing): too few for any task to show "
+                 f"both classes in two strata (environments={mode!r})")
+    if given_ok:
+        remedy = "environments='given' (the data's `env` alone acts on this data)"
+    else:
+        remedy = ("pass the environments the rows come from, MultiTaskData(..., env=...), with "
+                  "environments='given'")
+    if complete > 0 and inv.max_envs > 2:
+        remedy += f"; or lower max_envs (now {inv.max_envs}) to merge label strata"
+    return cause, f"{remedy}; or {silence}"
 
 
 class GradientMemory:
@@ -203,6 +285,9 @@ class RoutingInvariance:
         self.max_share: torch.Tensor | None = None
         self.acted: torch.Tensor | None = None
         self._idle_checked = False
+        #: why the penalty cannot act on the data given to :meth:`setup` (the cause and a
+        #: remedy fitting that data), or ``None``; the learner warns and records it
+        self.inactive: str | None = None
 
     @classmethod
     def from_learner(cls, learner: Any, kind: str) -> RoutingInvariance:
@@ -229,6 +314,7 @@ class RoutingInvariance:
         """Environment tables from the training data; none (penalty off, warned) when the data
         have fewer than two environments of the chosen kind."""
         self.envs = None
+        self.inactive = None
         if self.memory is not None:
             self.memory.reset()
         if self.invariance == 0 and self.warmup_invariance == 0 and self.sampling == 0:
@@ -241,14 +327,18 @@ class RoutingInvariance:
         if mode == "auto":
             mode = ("both" if has_given and has_labels else "given" if has_given else "labels")
         if mode in ("given", "both") and not has_given:
-            warn_single_environment(
-                "the training data has " + ("no `env`" if train.env is None else
-                                            "a single environment") + f" (environments={mode!r})")
+            self.inactive = _off(
+                ("the training data has no `env`" if train.env is None else
+                 "the training data's `env` holds a single environment")
+                + f" (environments={mode!r})", _remedy_given(self, train, labels))
             return
         if mode in ("labels", "both") and not has_labels:
-            warn_single_environment(
-                "label environments need at least two classification tasks "
-                f"(environments={mode!r})")
+            n_cls = sum(1 for task in self.tasks if task.is_classification)
+            self.inactive = _off(
+                "label environments stratify a classification task's rows by the other "
+                f"classification tasks' labels, and there {'is' if n_cls == 1 else 'are'} "
+                f"{n_cls} classification task{'' if n_cls == 1 else 's'} "
+                f"(environments={mode!r})", _remedy_labels(train))
             return
         n_given = int(train.env.max()) + 1 if has_given else 1
         rebalance = (mode != "given") if self.rebalance is None else bool(self.rebalance)
@@ -269,8 +359,7 @@ class RoutingInvariance:
             envs["rows"] = (env_rows, w / (n * q)[:, None])
         envs["source"] = train.uid       # the row tables hold for batches of this data only
         if int((envs["table"].sum(-1) > 0).sum(-1).max()) < 2:
-            warn_single_environment(
-                f"no task has data in two environments (environments={mode!r})")
+            self.inactive = _off(*_no_two_environments(self, train, mode, labels))
             return
         self.envs = envs
 
@@ -475,15 +564,41 @@ class RoutingInvariance:
             self.memory.load_state_dict(state["invariance_memory"])
 
     # ------------------------------------------------------------------ per epoch
-    def warn_if_idle(self, epoch: int, min_env_rows: float, stacklevel: int = 3) -> None:
-        """After the first epoch in which the penalty was on: warn once when no environment of
-        any batch had ``min_env_rows`` effective rows (the penalty then did nothing)."""
-        if self.max_share is None or self._idle_checked:
-            return
+    def idle_message(self, epoch: int, min_env_rows: float, batch_size: int) -> str | None:
+        """After the first epoch in which the penalty was on: the cause and a remedy when no
+        (environment, task) pair of any batch had ``min_env_rows`` effective rows (the penalty
+        then did nothing), once per :meth:`setup`; otherwise ``None``. The remedy comes from
+        the training data's environment tables: the batch size at which the largest pair would
+        reach ``min_env_rows``, or, when even the whole data cannot, a lower
+        ``min_env_rows``."""
+        if self.max_share is None or self._idle_checked or self.envs is None:
+            return None
         self._idle_checked = True
-        if float(self.max_share) == 0.0:
-            warnings.warn(
-                f"min_env_rows: no environment had {min_env_rows:g} effective rows in any "
-                f"batch of epoch {epoch}, so the invariance penalty did not act; raise "
-                "batch_size, or lower max_envs or min_env_rows (docs/mtcrl.md)", UserWarning,
-                stacklevel=stacklevel)
+        if float(self.max_share) != 0.0:
+            return None
+        env_rows, w = self.envs["rows"]
+        n, t = w.shape
+        inside = (env_rows >= 0) & (w > 0)
+        key = (env_rows.clamp_min(0) * t + torch.arange(t, device=w.device)[None, :])[inside]
+        size = int(self.envs["n_envs"]) * t
+        w = w[inside].double()
+        s1 = torch.zeros(size, dtype=torch.float64).index_add_(0, key.cpu(), w.cpu())
+        s2 = torch.zeros(size, dtype=torch.float64).index_add_(0, key.cpu(), w.cpu() ** 2)
+        best = float((s1.pow(2) / s2.clamp_min(1e-30)).max()) if len(w) else 0.0
+        per_batch = best * min(batch_size, n) / max(n, 1)
+        cause = (f"the invariance penalty did not act: no (environment, task) pair had "
+                 f"min_env_rows={min_env_rows:g} effective rows in any batch of epoch {epoch} "
+                 f"(environments={self.envs['mode']!r}; the largest pair holds {best:.1f} "
+                 f"effective rows in all {n} training rows, about {per_batch:.1f} per batch of "
+                 f"{batch_size})")
+        need = int(np.ceil(min_env_rows * n / best)) if best > 0 else n + 1
+        if need <= n:
+            remedy = (f"raise batch_size to at least {need}, or lower min_env_rows to about "
+                      f"{max(per_batch, 1.0):.0f}")
+            if self.envs["mode"] != "given":
+                remedy += f", or lower max_envs (now {self.max_envs}) to merge label strata"
+        else:
+            remedy = (f"even the whole training data has too few: lower min_env_rows below "
+                      f"{best:.1f}")
+        return f"{cause}. Remedy: {remedy}; or {_silence(self)} to train without it."
+

@@ -19,6 +19,7 @@ __all__ = [
     "NotFittedError",
     "MissingDependencyError",
     "CycleError",
+    "InactivePartWarning",
 ]
 
 
@@ -56,3 +57,14 @@ class NotFittedError(TaskGraphError, AttributeError):
 
 class MissingDependencyError(TaskGraphError, ImportError):
     """An optional package is needed; the message says which extra to install."""
+
+
+class InactivePartWarning(UserWarning):
+    """A part a learner is configured with (GMTL decoding, the invariance penalty, ...) cannot
+    act on the data it was fitted on, so the learner trains and predicts without it.
+
+    Warned once per ``fit``; the message names the cause found in the data and a remedy that
+    fits it, and the same text is recorded in ``history_[-1]["<part>_skipped"]``
+    (docs/errors.md). Silence it with the part's own switch (the message names it) or with
+    ``warnings.filterwarnings("ignore", category=InactivePartWarning)``.
+    """

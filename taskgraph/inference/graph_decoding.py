@@ -46,6 +46,9 @@ class GraphDecoding:
         self.shift_z = float(shift_z)
         self._state: dict[str, Any] | None = None
         self.decoder: Any = None
+        #: why :meth:`fit` found nothing to decode jointly (the cause in the data and a remedy
+        #: fitting it), or ``None``; the learner warns and records it
+        self.inactive: str | None = None
 
     def pairs_for(self, train: MultiTaskData, graph: TaskGraph | None) -> list[tuple[int, int]]:
         """The coupled pairs ``(i, j)``, ``i < j`` for ``"graph"``."""
@@ -66,11 +69,12 @@ class GraphDecoding:
         ``learner``; no decoder when ``alpha == 0`` or no pair is coupled."""
         from taskgraph.inference import JointPrior, TemperatureScaler
 
-        self._state, self.decoder = None, None
+        self._state, self.decoder, self.inactive = None, None, None
         if self.alpha == 0:
             return self
         pairs = self.pairs_for(train, graph)
         if not pairs:
+            self.inactive = self._why_no_pairs(train, self._graph_pairs(graph))
             return self
         t = len(self.tasks)
         adj = np.zeros((t, t))
@@ -88,6 +92,51 @@ class GraphDecoding:
         self.load_state({"pairs": [list(p) for p in pairs], "prior": prior.state_dict(),
                          "temperature": None if cal is None else cal.temperature_})
         return self
+
+    def _graph_pairs(self, graph: TaskGraph | None) -> int:
+        """Pairs of classification tasks joined in ``graph`` (what ``"graph"`` would couple)."""
+        if graph is None:
+            return 0
+        cls = [t.is_classification for t in self.tasks]
+        skel = np.triu(graph.skeleton(), 1)
+        return sum(1 for i, j in zip(*np.nonzero(skel)) if cls[i] and cls[j])
+
+    def _why_no_pairs(self, train: MultiTaskData, n_graph_pairs: int) -> str:
+        """The cause of an empty pair set on ``train`` and a remedy that fits it."""
+        from taskgraph.structure.invariance import HETEROGENEITY_MIN_ROWS
+
+        head = "GMTL joint decoding is off: predict() and evaluate() decode every task on its own"
+        off = "gmtl=None to decode per task and silence this warning"
+        n_cls = sum(1 for t in self.tasks if t.is_classification)
+        if n_cls < 2:
+            return (f"{head}, since the joint label prior couples classification tasks and "
+                    f"there {'is' if n_cls == 1 else 'are'} {n_cls}. Remedy: {off}")
+        graph_alt = (f"gmtl='graph' (couple the {n_graph_pairs} pairs joined in the learned "
+                     "task graph); or " if n_graph_pairs and self.mode != "graph" else "")
+        if self.mode == "graph":
+            return (f"{head}, since the learned task graph has no edge between two "
+                    "classification tasks (gmtl='graph'). Remedy: gmtl='shifting' with the "
+                    "training environments in MultiTaskData(..., env=...), or a lower "
+                    f"`threshold` for the graph's edges; or {off}")
+        if train.env is None:
+            cause = ("the 'shifting' prior couples the task pairs whose label association "
+                     "differs across training environments, and the training data has no `env`")
+            remedy = (f"pass the environments the rows come from, MultiTaskData(..., env=...); "
+                      f"or {graph_alt}{off}")
+            return f"{head}, since {cause}. Remedy: {remedy}"
+        sizes = np.bincount(train.env.cpu().numpy().astype(np.int64))
+        big = int((sizes >= HETEROGENEITY_MIN_ROWS).sum())
+        if big < 2:
+            cause = (f"the 'shifting' prior compares the label association across training "
+                     f"environments with at least {HETEROGENEITY_MIN_ROWS} rows, and "
+                     f"{big} of the {len(sizes)} environments in `env` have that many")
+            remedy = f"pass an `env` with at least two such environments; or {graph_alt}{off}"
+            return f"{head}, since {cause}. Remedy: {remedy}"
+        cause = (f"no pair of classification tasks has a label association that differs across "
+                 f"the {big} training environments by more than shift_z={self.shift_z:g} "
+                 "standard errors (pairs are compared on rows where both labels are observed)")
+        remedy = f"a lower shift_z to couple weaker differences; or {graph_alt}{off}"
+        return f"{head}, since {cause}. Remedy: {remedy}"
 
     @property
     def pairs(self) -> list[list[int]] | None:

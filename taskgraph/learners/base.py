@@ -36,7 +36,12 @@ from torch import nn
 from taskgraph._io import read_torch_file
 from taskgraph.data import MultiTaskData, as_features
 from taskgraph.devices import resolve_device
-from taskgraph.exceptions import CheckpointError, NotFittedError, ValidationError
+from taskgraph.exceptions import (
+    CheckpointError,
+    InactivePartWarning,
+    NotFittedError,
+    ValidationError,
+)
 from taskgraph.graph import TaskGraph
 from taskgraph.nn.heads import OutputLayout
 from taskgraph.registry import Registry
@@ -89,6 +94,16 @@ def create(name: str, tasks: TaskSet | builtins.list[Task | str], **kwargs: Any)
 def list() -> builtins.list[str]:  # noqa: A001 - the registry's public verb, as timm/torch.hub
     """Names of every registered learner, sorted."""
     return LEARNERS.list()
+
+
+def _caller_stacklevel() -> int:
+    """``stacklevel`` for :func:`warnings.warn` that points at the first frame outside the
+    taskgraph package (the user's ``fit`` call), counted from the caller of this function."""
+    root = str(Path(__file__).resolve().parents[1]) + "/"
+    frame, level = sys._getframe(1), 1
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(root):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 # ---------------------------------------------------------------------------- graph <-> state
@@ -460,6 +475,7 @@ class BaseLearner:
             raise ValidationError(f"epochs: expected a non-negative integer, got {n_epochs!r}")
         if n_epochs > 0:    # with no epoch to select among, nothing is held out
             train, val = self._validation_split(train, val)
+        self._skipped: dict[str, str] = {}
         self._setup(train.feature_shape, train)
         if self.trainer_class is None:
             raise RuntimeError("no trainer bound: import taskgraph.learners (it binds "
@@ -479,7 +495,26 @@ class BaseLearner:
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
         self._after_fit(train, val)
+        if self.history_:
+            self.history_[-1].update({f"{part}_skipped": message
+                                      for part, message in self._skipped.items()})
         return self
+
+    def _part_inactive(self, part: str, message: str, warn: bool = True) -> None:
+        """Record that the configured ``part`` cannot act on the data of this ``fit``.
+
+        ``message`` names the cause found in the data and a remedy that fits it. It is warned
+        once per fit as an :class:`~taskgraph.exceptions.InactivePartWarning` (``warn=False``
+        for an automatic choice, such as ``structure_search="auto"`` skipping a search) and
+        recorded at the end of ``fit`` as ``history_[-1]["<part>_skipped"]`` (no row, so no
+        record, with ``epochs=0``). A part is recorded once per fit (the first message wins).
+        """
+        skipped = self.__dict__.setdefault("_skipped", {})
+        if part in skipped:
+            return
+        skipped[part] = message
+        if warn and message not in {m for p, m in skipped.items() if p != part}:
+            warnings.warn(message, InactivePartWarning, stacklevel=_caller_stacklevel())
 
     def _validation_split(self, train: MultiTaskData, val: MultiTaskData | None
                           ) -> tuple[MultiTaskData, MultiTaskData | None]:

@@ -182,6 +182,8 @@ class CausalGraph(GraphLearner):
         self._inv = RoutingInvariance.from_learner(self, "irmv1")
         if train is not None and self.routing:
             self._inv.setup(train)
+            if self._inv.inactive:
+                self._part_inactive("invariance", self._inv.inactive)
         self._decoding = GraphDecoding(self.tasks_set_, self.gmtl or "shifting",
                                        float(self.alpha), float(self.shift_z))
         return net
@@ -237,6 +239,9 @@ class CausalGraph(GraphLearner):
     def _on_epoch_end(self, epoch: int, train: MultiTaskData,
                       optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
         row = super()._on_epoch_end(epoch, train, optimizer)
+        idle = self._inv.idle_message(epoch, float(self.min_env_rows), int(self.batch_size))
+        if idle:
+            self._part_inactive("invariance", idle)
         if self.structure and self.mp_graph == "learned" and self.message_passing and (
                 self._structure.frozen):
             self._restrict_messages()
@@ -259,6 +264,8 @@ class CausalGraph(GraphLearner):
         if self.gmtl is not None:
             self._decoding.fit(self, train, val, self._learned_graph())
             self.task_graph_ = self._learned_graph()
+            if self._decoding.inactive:
+                self._part_inactive("gmtl", self._decoding.inactive)
 
     @property
     def gmtl_(self) -> Any:

@@ -228,6 +228,8 @@ class MTCRL(BaseLearner):
         self._inv = RoutingInvariance.from_learner(self, self.invariance_kind)
         if train is not None:
             self._inv.setup(train)
+            if self._inv.inactive:
+                self._part_inactive("invariance", self._inv.inactive)
         return RoutedTaskNet(encoder, router, heads, mp, edge_index, edge_weight)
 
     def _loss(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -295,7 +297,9 @@ class MTCRL(BaseLearner):
     @torch.no_grad()
     def _on_epoch_end(self, epoch: int, train: MultiTaskData,
                       optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
-        self._inv.warn_if_idle(epoch, float(self.min_env_rows))
+        idle = self._inv.idle_message(epoch, float(self.min_env_rows), int(self.batch_size))
+        if idle:
+            self._part_inactive("invariance", idle)
         g = self.model_.router.routing()
         t, k = g.shape
         if t * k > 64:

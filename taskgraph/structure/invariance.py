@@ -61,8 +61,13 @@ def log_odds_ratios(y: torch.Tensor, env: torch.Tensor, n_classes: list[int],
     return lor, var
 
 
+#: :func:`heterogeneous_pairs` ignores environments with fewer training rows
+HETEROGENEITY_MIN_ROWS = 20
+
+
 def heterogeneous_pairs(y: torch.Tensor, env: torch.Tensor | None, tasks: TaskSet,
-                        z: float = 4.0, min_rows: int = 20) -> list[tuple[int, int]]:
+                        z: float = 4.0, min_rows: int = HETEROGENEITY_MIN_ROWS
+                        ) -> list[tuple[int, int]]:
     r"""Pairs of classification tasks whose label association differs across environments.
 
     A pair :math:`(j, k)` is flagged when some cell's log odds ratio differs between two
