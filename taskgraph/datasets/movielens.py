@@ -29,6 +29,10 @@ seen only at test time still have a history.
   every (non-history) row of the users aged 45 and over (unseen users).
 - ``"time"``: environments are four equal-count periods of the training time span;
   ``test_ood`` is the latest ``ood_fraction`` of the non-history rows by timestamp.
+
+:func:`movielens_sparse` builds a different problem from the same files: one row per user and
+one sparsely labelled binary task per genre ("does this user like the genre's movies"), the
+sparse-label regime of graph multi-task learning (its docstring has the construction).
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from taskgraph.exceptions import ValidationError
 from taskgraph.graph import TaskGraph
 from taskgraph.tasks import Task, TaskSet
 
-__all__ = ["movielens", "load_movielens", "GENRES", "MOVIELENS_INSTALL"]
+__all__ = ["movielens", "movielens_sparse", "load_movielens", "GENRES", "MOVIELENS_INSTALL"]
 
 MOVIELENS_INSTALL = "`pip install --no-deps recbole==1.2.1`"
 _RECBOLE_PARTS = ("dataset_example", "ml-100k")
@@ -325,3 +329,197 @@ def movielens(
     }
     return Benchmark(splits["train"], splits["val"], splits["test_iid"], splits["test_ood"],
                      tasks, graph, x.shape[1], "movielens", info)
+
+
+# ---------------------------------------------------------------------------- sparse genre tasks
+def _genre_task(genre: str) -> str:
+    return "likes_" + re.sub(r"[^a-z0-9]+", "_", genre.lower()).strip("_")
+
+
+def movielens_sparse(
+    seed: int = 0,
+    *,
+    label_rate: float = 0.1,
+    genres: Sequence[str] | None = None,
+    features: str = "history",
+    history_fraction: float = 0.5,
+    like_threshold: float = 4.0,
+    min_ratings: int = 1,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.25,
+    path: str | Path | None = None,
+) -> Benchmark:
+    r"""MovieLens-100k as a sparse multi-task problem: one row per user, one binary task per
+    genre, most labels missing.
+
+    **Periods.** Each user's ratings are ordered by time; the earliest ``history_fraction``
+    (at least one) form the *history period*, the rest the *label period*. Features come only
+    from the history period and labels only from the label period, so no label leaks into a
+    feature.
+
+    **Tasks.** For each genre ``g`` of ``genres`` (default: the 18 named genres, without
+    ``"unknown"``) the task ``likes_<g>``: among the user's label-period ratings of movies with
+    genre ``g``, are at least half ``>= like_threshold``? The label is *observed* only when the
+    user rated at least ``min_ratings`` such movies in the label period (natural missingness: a
+    user who rated no western has no ``likes_western`` label), and the ``train`` and ``val``
+    labels are then kept with probability ``label_rate`` (``NaN`` otherwise; a uniform draw per
+    (user, genre) from its own stream, so a higher rate keeps a superset, and each task keeps at
+    least one label in each split where it has any). ``test_iid`` and ``test_ood`` keep every
+    naturally observed label.
+
+    **Features** (``features="history"``, 62 columns with the 18 genres): age (standardised),
+    gender, occupation (one-hot, 21), and from the history period: the log rating count, the
+    mean rating and the share of ratings ``>= like_threshold`` (smoothed towards the training
+    users' means with 5 pseudo-ratings), and per genre the share of the history ratings in that
+    genre and the smoothed share liked (towards the user's own liked share, 2 pseudo-ratings).
+    ``features="demographics"`` keeps only age, gender and occupation (cold-start users).
+    Numeric columns are standardised with the training users' statistics.
+
+    **Splits, by user** (a user is in exactly one split): users aged 45 and over form
+    ``test_ood`` (as in :func:`movielens`); the others are permuted by ``seed`` into ``val``
+    (``val_fraction``), ``test_iid`` (``test_fraction``) and ``train`` (the rest). No split
+    carries ``env``.
+
+    Args:
+        seed (int): non-negative seed of the user split and the label mask.
+        label_rate (float): share in ``(0, 1]`` of the observed train/val labels kept.
+        genres (sequence of str, optional): genres with a task (names from :data:`GENRES`).
+        features (str): ``"history"`` or ``"demographics"``.
+        history_fraction (float): each user's earliest share of ratings used for features, in
+            ``(0, 1)``.
+        like_threshold (float): the rating from which a movie counts as liked.
+        min_ratings (int): label-period ratings of a genre needed to observe its label (>= 1).
+        val_fraction, test_fraction (float): shares of the users under 45.
+        path (str or Path, optional): see :func:`load_movielens`.
+
+    Returns:
+        Benchmark: ``x`` float32 ``[users, F]``; ``true_graph`` empty (no known causal graph);
+        ``info`` keys ``"feature_names"``, ``"genres"``, ``"users"`` (user indices per
+        split), ``"label_rate"``, ``"natural_label_rate"`` (per task, share of users with an
+        observed label before masking, over the users under 45), ``"observed_rate"`` (share of
+        train labels observed), ``"positive_rate"`` (per task, over the naturally observed
+        labels of the users under 45), ``"like_threshold"``, ``"min_ratings"``,
+        ``"history_fraction"``, ``"features"``, ``"has_true_graph"`` (``False``), ``"seed"``,
+        ``"source"``.
+
+    Raises:
+        ValidationError: on a bad argument (the message names it).
+        MissingDependencyError: if ``path`` is ``None`` and recbole is not installed.
+    """
+    seed = _check_seed(seed)
+    label_rate = _check_float("label_rate", label_rate, 0.0, 1.0, low_open=True)
+    if genres is None:
+        genres = tuple(g for g in GENRES if g != "unknown")
+    if isinstance(genres, str) or len(genres) == 0:
+        raise ValidationError(f"genres: expected a non-empty sequence of genre names, got "
+                              f"{genres!r}")
+    bad = [g for g in genres if g not in GENRES]
+    if bad:
+        raise ValidationError(f"genres: unknown {bad}; choose from {list(GENRES)}")
+    if len(set(genres)) != len(genres):
+        raise ValidationError(f"genres: duplicate names in {list(genres)}")
+    if features not in ("history", "demographics"):
+        raise ValidationError(f"features: expected 'history' or 'demographics', got "
+                              f"{features!r}")
+    history_fraction = _check_float("history_fraction", history_fraction, 0.0, 1.0,
+                                    low_open=True, high_open=True)
+    like_threshold = _check_float("like_threshold", like_threshold, 1.0, 5.0)
+    min_ratings = _check_int("min_ratings", min_ratings, 1)
+    val_fraction, test_fraction = check_split_fractions(val_fraction, test_fraction)
+
+    d = load_movielens(path)
+    user, item, rating, ts = d["user"], d["item"], d["rating"], d["timestamp"]
+    n_users = len(d["age"])
+    gcols = [GENRES.index(g) for g in genres]
+    item_genre = d["genres"][:, gcols].astype(float)                  # [I, G]
+    liked = (rating >= like_threshold).astype(float)
+    hist = _history_mask(user, ts, history_fraction)
+
+    def per_user(mask: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """Per user and genre sums over the rows in ``mask`` ([U, G])."""
+        w = np.ones(mask.sum()) if weights is None else weights[mask]
+        out = np.zeros((n_users, len(gcols)))
+        np.add.at(out, user[mask], item_genre[item[mask]] * w[:, None])
+        return out
+
+    # labels from the label period
+    lab = ~hist
+    n_g, liked_g = per_user(lab), per_user(lab, liked)
+    natural = n_g >= min_ratings
+    y_full = np.where(natural, (liked_g >= 0.5 * n_g).astype(float), np.nan)
+
+    # splits by user
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
+    ood_users = np.flatnonzero(d["age"] >= AGE_BANDS[-1])
+    in_users = np.flatnonzero(d["age"] < AGE_BANDS[-1])
+    if len(in_users) < 3 or len(ood_users) < 1:
+        raise ValidationError(f"path: too few users to split ({len(in_users)} under 45, "
+                              f"{len(ood_users)} aged 45+)")
+    perm = rng.permutation(in_users)
+    n_val = max(1, int(round(val_fraction * len(perm))))
+    n_test = max(1, int(round(test_fraction * len(perm))))
+    if n_val + n_test >= len(perm):
+        raise ValidationError(f"val_fraction, test_fraction: leave no training users of "
+                              f"{len(perm)}")
+    users = {"train": np.sort(perm[n_val + n_test:]), "val": np.sort(perm[:n_val]),
+             "test_iid": np.sort(perm[n_val:n_val + n_test]), "test_ood": ood_users}
+
+    # features from the history period
+    tr = users["train"]
+    age = d["age"].astype(float)[:, None]
+    occupations = sorted(set(d["occupation"].tolist()))
+    occ = (d["occupation"][:, None] == np.array(occupations)[None, :]).astype(float)
+    gender = (d["gender"] == "M").astype(float)[:, None]
+    numeric, names = [age], ["age"]
+    if features == "history":
+        h_count = np.bincount(user[hist], minlength=n_users).astype(float)
+        h_sum = np.bincount(user[hist], weights=rating[hist], minlength=n_users)
+        h_liked = np.bincount(user[hist], weights=liked[hist], minlength=n_users)
+        prior_mean = float(h_sum[tr].sum() / max(h_count[tr].sum(), 1.0))
+        prior_like = float(h_liked[tr].sum() / max(h_count[tr].sum(), 1.0))
+        like_share = (h_liked + 5.0 * prior_like) / (h_count + 5.0)
+        hn_g, hl_g = per_user(hist), per_user(hist, liked)
+        numeric += [np.log1p(h_count)[:, None], ((h_sum + 5.0 * prior_mean)
+                                                 / (h_count + 5.0))[:, None],
+                    like_share[:, None], hn_g / np.maximum(h_count, 1.0)[:, None],
+                    (hl_g + 2.0 * like_share[:, None]) / (hn_g + 2.0)]
+        gnames = [_genre_task(g)[len("likes_"):] for g in genres]
+        names += (["log_count", "mean_rating", "liked_share"]
+                  + [f"share_{g}" for g in gnames] + [f"liked_{g}" for g in gnames])
+    num = np.concatenate(numeric, axis=1)
+    mu, sd = num[tr].mean(axis=0), num[tr].std(axis=0) + 1e-8
+    num = (num - mu) / sd
+    x = np.concatenate([num[:, :1], gender, occ, num[:, 1:]], axis=1).astype(np.float32)
+    feature_names = ([names[0], "gender_m"] + [f"occ_{o}" for o in occupations] + names[1:])
+
+    # the label mask of train and val: nested in label_rate, every task keeps a label
+    draw = np.random.default_rng(np.random.SeedSequence([seed, 12])).random(y_full.shape)
+    y = y_full.copy()
+    for split in ("train", "val"):
+        u = users[split]
+        obs = natural[u]
+        keep = obs & (draw[u] < label_rate)
+        for k in np.flatnonzero(obs.any(axis=0) & ~keep.any(axis=0)):
+            rows = np.flatnonzero(obs[:, k])
+            keep[rows[np.argmin(draw[u][rows, k])], k] = True
+        y[u] = np.where(keep, y_full[u], np.nan)
+
+    tasks = TaskSet([Task(_genre_task(g), "binary") for g in genres])
+    splits = {name: MultiTaskData(x[u], y[u].astype(np.float32), tasks)
+              for name, u in users.items()}
+    graph = TaskGraph.empty(tasks.names, learned=False,
+                            meta={"benchmark": "movielens_sparse", "truth": "none"})
+    with np.errstate(invalid="ignore"):
+        positive = np.nanmean(y_full[in_users], axis=0)
+    info = {
+        "genres": list(genres), "feature_names": feature_names, "users": users,
+        "label_rate": label_rate,
+        "natural_label_rate": natural[in_users].mean(axis=0),
+        "observed_rate": float(np.mean(~np.isnan(y[users["train"]]))),
+        "positive_rate": positive, "like_threshold": like_threshold,
+        "min_ratings": min_ratings, "history_fraction": history_fraction,
+        "features": features, "has_true_graph": False, "seed": seed,
+        "source": "recbole ml-100k" if path is None else str(path),
+    }
+    return Benchmark(splits["train"], splits["val"], splits["test_iid"], splits["test_ood"],
+                     tasks, graph, x.shape[1], "movielens_sparse", info)

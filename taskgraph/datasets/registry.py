@@ -238,6 +238,12 @@ def _movielens(seed: int, quick: bool) -> Benchmark:
     return movielens(seed=seed, max_ratings=5000 if quick else None)
 
 
+def _movielens_sparse(seed: int, quick: bool) -> Benchmark:
+    from taskgraph.datasets.movielens import movielens_sparse
+
+    return movielens_sparse(seed=seed)      # 943 users: small enough at either size
+
+
 def _qm9(seed: int, quick: bool) -> Benchmark:
     from taskgraph.datasets.qm9 import qm9
 
@@ -273,6 +279,9 @@ for _spec in (
     BenchmarkSpec("movielens", _movielens, "MovieLens-100k: rating, liked and per-genre "
                   "ratings; OOD = users aged 45+", unavailable=_missing_movielens, epochs=20,
                   batch_size=512, tags=("real", "tabular")),
+    BenchmarkSpec("movielens_sparse", _movielens_sparse, "MovieLens-100k users: 18 binary "
+                  "'likes genre' tasks, 10% of observed train labels kept; OOD = users aged 45+",
+                  unavailable=_missing_movielens, epochs=30, tags=("real", "sparse")),
     BenchmarkSpec("qm9", _qm9, "QM9: 12 standardised regression targets; OOD = molecules with "
                   "9 heavy atoms", unavailable=_missing_qm9, epochs=30, batch_size=256,
                   tags=("real", "tabular")),
