@@ -554,6 +554,9 @@ def test_every_learner_trains_on_random_missing_labels(name, seed, rate, n):
     learner = create(name, data.tasks, **kw).fit(data, val=data)
     for row in learner.history_:
         for key, value in row.items():
+            if isinstance(value, str):      # the records of choices and skipped parts
+                assert key.endswith("_skipped") or key == "structure_search", (name, key)
+                continue
             assert not math.isnan(value), (name, key)
         assert math.isfinite(row["task_loss"])
     proba = learner.predict_proba(data.x)
