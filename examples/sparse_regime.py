@@ -54,10 +54,15 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "causal_graph": ("causal_graph", {}),
     "graph_share": ("graph_share", {}),
     "graph_share - graph": ("graph_share", {"graph": False}),
+    "graph_share - signed": ("graph_share", {"signed": False}),
+    "graph_share - skip": ("graph_share", {"skip": False}),
     "graph_share - refit": ("graph_share", {"refit": False}),
 }
 DEFAULT_ROWS = ["logistic", "single_task", "hard_sharing", "mmoe", "sgnn", "gcnet",
-                "causal_graph", "graph_share", "graph_share - graph", "graph_share - refit"]
+                "causal_graph", "graph_share", "graph_share - graph", "graph_share - signed",
+                "graph_share - skip", "graph_share - refit"]
+#: rows every other row is compared with, seed by seed (when they were run)
+REFERENCES = ("hard_sharing", "logistic", "graph_share")
 
 
 def make_bench(n_tasks: int, rate: float, seed: int, args: argparse.Namespace
@@ -173,20 +178,22 @@ def run_row(name: str, bench: tg.datasets.Benchmark, seed: int, args: argparse.N
 
 def summarise(results: dict[str, list[dict[str, Any]]], ceiling: list[float], rows: list[str]
               ) -> dict[str, dict[str, Any]]:
-    """Per row: mean/std accuracy, paired difference to hard_sharing, gap closed, CPU s."""
+    """Per row: mean/std accuracy, paired differences to each reference row that was run
+    (``diff``: {reference: {mean, std, ahead}}), gap closed, CPU s."""
     acc = {r: np.array([s["acc"] for s in results[r]]) for r in rows}
-    base = acc.get("hard_sharing")
     best_ref = None
     if "hard_sharing" in acc and "logistic" in acc:
         best_ref = max(acc["hard_sharing"].mean(), acc["logistic"].mean())
     out: dict[str, dict[str, Any]] = {}
     for r in rows:
         entry: dict[str, Any] = {"acc_mean": float(acc[r].mean()), "acc_std": float(acc[r].std()),
-                                 "cpu_s": float(np.mean([s["cpu_s"] for s in results[r]]))}
-        if base is not None:
-            diff = acc[r] - base
-            entry.update(diff_mean=float(diff.mean()), diff_std=float(diff.std()),
-                         ahead=int((diff > 0).sum()))
+                                 "cpu_s": float(np.mean([s["cpu_s"] for s in results[r]])),
+                                 "diff": {}}
+        for ref in REFERENCES:
+            if ref in acc:
+                diff = acc[r] - acc[ref]
+                entry["diff"][ref] = {"mean": float(diff.mean()), "std": float(diff.std()),
+                                      "ahead": int((diff > 0).sum())}
         if best_ref is not None:
             gap = float(np.mean(ceiling)) - best_ref
             entry["gap_closed"] = (float(acc[r].mean()) - best_ref) / gap if gap > 0 else None
@@ -201,27 +208,31 @@ def markdown_table(header: list[str], body: list[list[str]]) -> str:
 
 
 def render(settings: list[dict[str, Any]], rows: list[str], seeds: list[int]) -> str:
-    """Markdown: accuracy, paired difference to hard_sharing, gap closed, CPU seconds."""
+    """Markdown: accuracy, paired differences to the reference rows, gap closed, CPU s."""
     head = ["T", "label rate", "ceiling", *rows]
-    acc, diff, gap, cpu = [], [], [], []
+    acc, gap, cpu = [], [], []
+    diff: dict[str, list[list[str]]] = {ref: [] for ref in REFERENCES}
     for s in settings:
         key = [str(s["n_tasks"]), f"{100 * s['label_rate']:g}%"]
         summ = s["summary"]
         ceil = f"{np.mean(s['ceiling']):.3f}"
         acc.append(key + [ceil] + [f"{summ[r]['acc_mean']:.3f} ± {summ[r]['acc_std']:.3f}"
                                    for r in rows])
-        if "diff_mean" in summ[rows[0]]:
-            diff.append(key + [ceil] + [
-                f"{summ[r]['diff_mean']:+.3f} ± {summ[r]['diff_std']:.3f} "
-                f"({summ[r]['ahead']}/{len(seeds)})" for r in rows])
+        for ref in REFERENCES:
+            if ref in summ[rows[0]]["diff"]:
+                diff[ref].append(key + [ceil] + [
+                    "·" if r == ref else
+                    f"{summ[r]['diff'][ref]['mean']:+.4f} ± {summ[r]['diff'][ref]['std']:.4f} "
+                    f"({summ[r]['diff'][ref]['ahead']}/{len(seeds)})" for r in rows])
         if summ[rows[0]].get("gap_closed") is not None:
             gap.append(key + [ceil] + [f"{summ[r]['gap_closed']:+.2f}" for r in rows])
         cpu.append(key + [ceil] + [f"{summ[r]['cpu_s']:.1f}" for r in rows])
     parts = [f"Test accuracy (mean over tasks), mean ± std over seeds {seeds}; ceiling = "
              "Bayes accuracy of the true p(y|x).", markdown_table(head, acc)]
-    if diff:
-        parts += ["Paired difference to hard_sharing (mean ± std over seeds; seeds ahead).",
-                  markdown_table(head, diff)]
+    for ref in REFERENCES:
+        if diff[ref]:
+            parts += [f"Paired difference to {ref} (mean ± std over seeds; seeds ahead).",
+                      markdown_table(head, diff[ref])]
     if gap:
         parts += ["Share of the gap between max(hard_sharing, logistic) and the ceiling closed "
                   "(means over seeds; 1 = at the ceiling, negative = behind the better reference).",
@@ -278,8 +289,10 @@ def main(argv: list[str] | None = None) -> int:
             out["settings"].append({"n_tasks": n_tasks, "label_rate": rate, "ceiling": ceiling,
                                     "per_seed": results, "summary": summary})
             print(f"\n== T={n_tasks}, label rate {rate:g}: ceiling {np.mean(ceiling):.4f} ==")
-            print(format_table([{"row": r, **{k: v for k, v in summary[r].items()}}
-                                for r in rows]))
+            print(format_table([
+                {"row": r, **{k: v for k, v in summary[r].items() if k != "diff"},
+                 **{f"vs {ref}": d["mean"] for ref, d in summary[r]["diff"].items()}}
+                for r in rows]))
             print(flush=True)
             with atomic_write(Path(args.json)) as fh:
                 json.dump(json_safe(out), fh, indent=1)

@@ -15,6 +15,7 @@ from taskgraph.nn.task_sharing import (
     fit_heads,
     graph_penalty,
     kind_groups,
+    observed_slots,
     relatedness_graph,
 )
 
@@ -51,6 +52,14 @@ def test_relatedness_graph_k_and_groups():
         relatedness_graph(v, k=0)
     with pytest.raises(ValidationError, match="min_cosine"):
         relatedness_graph(v, min_cosine=1.5)
+
+
+def test_relatedness_graph_unsigned_keeps_only_positive_edges():
+    v = torch.tensor([[1.0, 0.0], [0.95, 0.1], [-1.0, 0.05], [0.0, 1.0]])
+    signed = relatedness_graph(v, k=3, min_cosine=0.5)
+    unsigned = relatedness_graph(v, k=3, min_cosine=0.5, signed=False)
+    assert signed[0, 2] < 0 and signed[1, 2] < 0
+    assert torch.equal(unsigned, torch.where(signed > 0, signed, torch.zeros_like(signed)))
 
 
 def test_kind_groups_separate_kinds_and_class_counts():
@@ -121,6 +130,78 @@ def test_strong_graph_prior_ties_related_heads_and_negates_conflicting_ones():
     torch.testing.assert_close(tied[2], -tied[1], atol=5e-3, rtol=0)
 
 
+def test_observed_slots_list_each_tasks_labelled_rows():
+    y = torch.tensor([[1.0, float("nan")], [float("nan"), 0.0], [0.0, float("nan")],
+                      [float("nan"), float("nan")], [float("nan"), float("nan")],
+                      [float("nan"), float("nan")]])
+    rows, ys = observed_slots(y)
+    assert rows.shape == (2, 2)
+    assert rows[:, 0].tolist() == [0, 2] and ys[:, 0].tolist() == [1.0, 0.0]
+    assert rows[0, 1].item() == 1 and ys[0, 1].item() == 0.0 and torch.isnan(ys[1, 1])
+    assert observed_slots(torch.zeros(6, 2)) is None          # dense: nothing to gain
+
+
+def _mixed_sparse_problem(seed=0, n=300):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, generator=g, dtype=torch.float64)
+    w = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    logits = x @ w.T
+    y = torch.stack([(torch.rand(n, generator=g, dtype=torch.float64) < torch.sigmoid(
+        logits[:, 0])).double(), logits[:, 1] + 0.5 * torch.randn(n, generator=g,
+                                                                  dtype=torch.float64),
+                     (logits[:, 2] > 0).double() + (logits[:, 2] > 1).double()], dim=1)
+    y[torch.rand(n, 3, generator=g) > 0.1] = float("nan")
+    tasks = TaskSet([Task("b", "binary"), Task("r", "regression"), Task("m", "multiclass", 3)])
+    return x, y, tasks
+
+
+def test_fit_heads_on_labelled_rows_only_equals_the_dense_fit():
+    x, y, tasks = _mixed_sparse_problem()
+    layout = OutputLayout(tasks)
+    mask = torch.tensor([[1.0, 0, 0], [1, 0, 0], [1, 1, 1]], dtype=torch.float64)
+    adj = torch.tensor([[0.0, 0.8, -0.6], [0.8, 0.0, 0.0], [-0.6, 0.0, 0.0]])
+    assert observed_slots(y) is not None
+    kw = dict(ridge=0.3, strength=2.0, adjacency=adj, max_iter=500)
+    sparse = fit_heads(x, y, layout, mask, **kw)
+    dense = fit_heads(x, y, layout, mask, dense=True, **kw)
+    for a, b in zip(sparse, dense):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+def test_fit_heads_with_the_graph_prior_solves_the_normal_equations():
+    """Regression heads: the joint MAP is the solution of one linear system (biases free)."""
+    g = torch.Generator().manual_seed(3)
+    n, d, t = 200, 3, 4
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    y = x @ torch.randn(d, t, generator=g, dtype=torch.float64) + torch.randn(
+        n, t, generator=g, dtype=torch.float64)
+    y[torch.rand(n, t, generator=g) > 0.15] = float("nan")
+    adj = torch.tensor([[0.0, 0.9, -0.7, 0.0], [0.9, 0.0, 0.0, 0.0],
+                        [-0.7, 0.0, 0.0, 0.5], [0.0, 0.0, 0.5, 0.0]], dtype=torch.float64)
+    ridge, lam = 0.5, 3.0
+    tasks = TaskSet([Task(f"r{i}", "regression") for i in range(t)])
+    weight, bias = fit_heads(x, y, OutputLayout(tasks), torch.ones(t, 1, dtype=torch.float64),
+                             ridge=ridge, strength=lam, adjacency=adj, max_iter=1000)
+    # loss sum_t ||X_t w_t + b_t - y_t||^2 + r ||w||^2 + lam/2 sum_st |A_st| ||w_t - s w_s||^2
+    # gradient / 2 = 0:  (Xt'Xt + R) th_t + lam sum_s |A_st| E (th_t - s th_s) = Xt' y_t
+    p = d + 1
+    e = torch.diag(torch.tensor([1.0] * d + [0.0], dtype=torch.float64))
+    big = torch.zeros(t * p, t * p, dtype=torch.float64)
+    rhs = torch.zeros(t * p, dtype=torch.float64)
+    for k in range(t):
+        seen = ~torch.isnan(y[:, k])
+        xt = torch.cat([x[seen], torch.ones(int(seen.sum()), 1, dtype=torch.float64)], 1)
+        block = xt.T @ xt + ridge * e + lam * adj[k].abs().sum() * e
+        big[k * p:(k + 1) * p, k * p:(k + 1) * p] += block
+        rhs[k * p:(k + 1) * p] = xt.T @ y[seen, k]
+        for s_ in range(t):
+            if adj[k, s_] != 0:
+                big[k * p:(k + 1) * p, s_ * p:(s_ + 1) * p] -= lam * adj[k, s_] * e
+    theta = torch.linalg.solve(big, rhs).reshape(t, p)
+    torch.testing.assert_close(weight[:, :, 0], theta[:, :d], atol=1e-6, rtol=0)
+    torch.testing.assert_close(bias[:, 0], theta[:, d], atol=1e-6, rtol=0)
+
+
 # ---------------------------------------------------------------------------- the learner
 FAST = dict(epochs=6, batch_size=64, hidden=16, verbose=False)
 
@@ -168,7 +249,7 @@ def test_graph_share_without_validation_uses_the_middle_of_each_grid(sparse_benc
     learner = create("graph_share", bench.tasks, seed=0, **{**FAST, "epochs": 2}).fit(
         bench.train)
     s = learner.sharing_
-    assert (s["ridge"], s["trunk_ridge"], s["strength"], s["min_cosine"]) == (1.0, 30.0,
+    assert (s["ridge"], s["trunk_ridge"], s["strength"], s["min_cosine"]) == (0.3, 30.0,
                                                                                10.0, 0.5)
     assert len(s["candidates"]) == 2
     again = load_learner(learner.save(tmp_path / "m.pt"))
@@ -179,6 +260,7 @@ def test_graph_share_without_validation_uses_the_middle_of_each_grid(sparse_benc
 @pytest.mark.parametrize("kwargs, name", [
     (dict(graph="yes"), "graph"),
     (dict(refit=1), "refit"),
+    (dict(signed="no"), "signed"),
     (dict(k=0), "k"),
     (dict(max_iter=0), "max_iter"),
     (dict(min_cosine=(0.2, 1.5)), "min_cosine"),
