@@ -71,9 +71,9 @@ class GraphShare(BaseLearner):
     graph prior (the whole gain over per-task logistic regression at 5% labels comes from it:
     with ``graph=False`` the learner is level with ``logistic``); letting the graph's fit pick
     a smaller ridge than the graph-free fit (+0.002 at 5%, T = 20). Tried and left out because
-    they did not pay (measured at 5%, T = 20 only): a learned feature covariance of the heads' deviations (multi-task
-    feature learning; it lowered accuracy), a second graph estimated from the graph-fitted
-    heads (+0.0004, within noise).
+    they did not pay (measured at 5%, T = 20 only): a learned feature covariance of the heads'
+    deviations (multi-task feature learning; it lowered accuracy), a second graph estimated
+    from the graph-fitted heads (+0.0004, within noise).
 
     Model selection needs validation data (``val``, or ``validation_fraction``); without it
     the middle value of each grid is used.
