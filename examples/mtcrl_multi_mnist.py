@@ -39,6 +39,7 @@ import torch
 import taskgraph as tg
 from encoders import ConvBackbone
 from taskgraph.environments import RoutingInvariance
+from taskgraph.inference import GMTL, JointPrior, TemperatureScaler
 from taskgraph.metrics import format_table
 
 #: the label-strata penalty that acts in (nearly) every batch, with balanced sampling
@@ -84,6 +85,16 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "causal_graph, balanced_sampling 0.5, label strata acting (min_env_rows 4, λ 0.3)": (
         "causal_graph", ACTING),
     "hard_sharing trained on independent digits (reference)": ("hard_sharing", {}),
+    **{f"mtcrl, conditional independence, λ {lam:g}": (
+        "mtcrl", {"invariance_kind": "cind", "invariance": lam}) for lam in (1.0, 10.0, 100.0)},
+    **{f"mtcrl, conditional independence (label strata), λ {lam:g}": (
+        "mtcrl", {"invariance_kind": "cind", "invariance": lam, "environments": "labels"})
+       for lam in (10.0, 100.0)},
+    **{f"mtcrl, conditional independence on node states, λ {lam:g}": (
+        "mtcrl", {"invariance_kind": "cind_state", "invariance": lam}) for lam in (10.0, 100.0)},
+    **{f"mtcrl, conditional independence, λ {lam:g}, balanced_sampling 0.5": (
+        "mtcrl", {"invariance_kind": "cind", "invariance": lam, "balanced_sampling": 0.5})
+       for lam in (10.0, 100.0)},
 }
 
 #: rows trained on other data: the training and validation splits of multi_mnist(rhos=...)
@@ -100,6 +111,61 @@ def _balanced_control(learner: Any, bench: Any, environments: str) -> None:
     learner._train_sampler = lambda train, seed: inv.sampler(len(train), seed)
 
 
+def gmtl_decoder(learner: Any, bench: Any) -> Any:
+    """GMTL (the paper's rule) for a learner without its own: the full joint label prior of
+    the training data, per-task temperatures fitted on ``val``, alpha = 1. ``causal_graph``
+    decodes with its own GMTL part by default; its row without GMTL uses
+    ``inference="independent"``."""
+    if learner.name == "causal_graph":
+        return None
+    prior = JointPrior.fit(bench.train, kind="full")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cal = TemperatureScaler().fit(learner, bench.val)
+    return GMTL(prior, alpha=1.0, calibration=cal)
+
+
+def scores(learner: Any, bench: Any, gmtl: bool) -> dict[str, float]:
+    """Per-digit and mean accuracy, IID and OOD; ``gmtl``: decoded with GMTL (for
+    ``causal_graph``: its default decoding; otherwise per-task argmax, which for
+    ``causal_graph`` is ``inference="independent"``)."""
+    if learner.name == "causal_graph":
+        inference = None if gmtl else "independent"
+    else:
+        inference = gmtl_decoder(learner, bench) if gmtl else None
+    out = {}
+    for split, data in (("iid", bench.test_iid), ("ood", bench.test_ood)):
+        m = learner.evaluate(data, inference=inference)
+        out.update({f"{split}_left": float(m["left/accuracy"]),
+                    f"{split}_right": float(m["right/accuracy"]), split: float(m["mean"])})
+    return out
+
+
+def markdown(path: str) -> str:
+    """A markdown table (mean ± std over seeds, per digit) from the JSON lines of ``--json``:
+    one row per (row, decoding) in file order."""
+    recs = [json.loads(line) for line in open(path)]
+    keys: list[tuple[str, bool]] = []
+    for r in recs:
+        if (r["row"], r.get("gmtl", False)) not in keys:
+            keys.append((r["row"], r.get("gmtl", False)))
+    cols = ["iid_left", "iid_right", "iid", "ood_left", "ood_right", "ood"]
+    lines = ["| row | seeds | IID left | IID right | IID mean | OOD left | OOD right | OOD mean "
+             "| OOD per seed | acted |", "|" + "---|" * 10]
+    for row, gm in keys:
+        rs = [r for r in recs if r["row"] == row and r.get("gmtl", False) == gm]
+        rs.sort(key=lambda r: r["seed"])
+        cells = [f"{np.mean([r[c] for r in rs]):.3f} ± {np.std([r[c] for r in rs]):.3f}"
+                 for c in cols]
+        acted = [r["acted"] for r in rs if r["acted"] == r["acted"]]
+        name = f"{row} + GMTL" if gm and not row.startswith("causal_graph") else (
+            f"{row} − GMTL" if not gm and row.startswith("causal_graph") else row)
+        lines.append(f"| {name} | {len(rs)} | " + " | ".join(cells) + " | "
+                     + " / ".join(f"{r['ood']:.3f}" for r in rs) + " | "
+                     + (f"{np.mean(acted):.2f}" if acted else "—") + " |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -109,7 +175,14 @@ def main() -> int:
     parser.add_argument("--json", help="append one JSON line per (row, seed) to this file")
     parser.add_argument("--quick", action="store_true", help="tiny data, 1 epoch, one seed")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--gmtl", action="store_true",
+                        help="also score every row with GMTL decoding (one more JSON line)")
+    parser.add_argument("--markdown", metavar="JSON",
+                        help="print the markdown table of a --json file and exit")
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(args.markdown))
+        return 0
     torch.set_num_threads(args.threads)
     n = 300 if args.quick else 10000
     epochs = 1 if args.quick else args.epochs
@@ -139,8 +212,8 @@ def main() -> int:
                                                      n_test=200 if args.quick else 2000,
                                                      seed=seed, rhos=TRAIN_RHOS[row])
                 learner.fit(fit_on.train, val=fit_on.val)
-            iid = float(learner.evaluate(bench.test_iid)["mean"])
-            ood = float(learner.evaluate(bench.test_ood)["mean"])
+            plain = scores(learner, bench, gmtl=learner.name == "causal_graph")
+            iid, ood = plain["iid"], plain["ood"]
             acted = [h["invariance_batches"] for h in learner.history_
                      if "invariance_batches" in h]
             share = float(np.mean(acted)) if acted else float("nan")
@@ -148,9 +221,14 @@ def main() -> int:
             print(f"  [seed {seed}] {row}: iid {iid:.3f} ood {ood:.3f} acted {share:.2f}",
                   flush=True)
             if args.json:
+                lines = [{**plain, "gmtl": learner.name == "causal_graph"}]
+                if args.gmtl:
+                    gm = learner.name != "causal_graph"
+                    lines.append({**scores(learner, bench, gmtl=gm), "gmtl": gm})
                 with open(args.json, "a") as fh:
-                    fh.write(json.dumps({"row": row, "seed": seed, "iid": iid, "ood": ood,
-                                         "acted": share, "epochs": epochs}) + "\n")
+                    for line in lines:
+                        fh.write(json.dumps({"row": row, "seed": seed, **line, "acted": share,
+                                             "epochs": epochs}) + "\n")
     table = []
     for row, vals in res.items():
         a = np.array(vals)

@@ -25,10 +25,12 @@ from torch.utils.data import Sampler, WeightedRandomSampler
 from taskgraph.data import MultiTaskData
 from taskgraph.exceptions import ValidationError
 from taskgraph.regularizers import (
+    CONDITIONAL_KINDS,
     LabelEnvironments,
     RouterInvariancePenalty,
     balance_weights,
     class_balance_table,
+    conditional_independence,
     dummy_gradients,
     env_assignment,
     env_risks,
@@ -244,8 +246,12 @@ class RoutingInvariance:
             unless the environments are the given ones only).
         max_envs (int): most label strata per task.
         kind (str): the penalty (``"irmv1"``, ... of
-            :class:`~taskgraph.regularizers.RouterInvariancePenalty`).
-        unbiased (bool): IRMv1's unbiased two-halves estimate.
+            :class:`~taskgraph.regularizers.RouterInvariancePenalty`), or a conditional
+            independence penalty (:func:`~taskgraph.regularizers.conditional_independence`
+            of the environments given each task's own label: ``"cind"`` on the task's head
+            outputs, ``"cind_state"`` on its routed node state; :meth:`conditional_penalty`).
+        unbiased (bool): IRMv1's unbiased two-halves estimate (the U-statistic for the
+            conditional independence kinds).
         min_env_rows (float): least effective rows of an (environment, task) pair in a batch
             (in the memory, with ``memory``).
         memory (float): IRMv1 over about this many batches (:class:`GradientMemory`); 1 = each
@@ -263,8 +269,12 @@ class RoutingInvariance:
         self.warmup_steps = int(warmup_steps)
         self.environments, self.rebalance = environments, rebalance
         self.max_envs = int(max_envs)
-        self.penalty = RouterInvariancePenalty(kind, split=bool(unbiased) and kind == "irmv1",
-                                               min_rows=float(min_env_rows))
+        #: ``"cind"`` / ``"cind_state"`` (:meth:`conditional_penalty`), or ``None`` (IRMv1 & co.)
+        self.conditional: str | None = kind if kind in CONDITIONAL_KINDS else None
+        self.unbiased = bool(unbiased)
+        self.penalty = RouterInvariancePenalty(
+            "irmv1" if self.conditional else kind,
+            split=bool(unbiased) and kind == "irmv1", min_rows=float(min_env_rows))
         if isinstance(memory, bool) or not isinstance(memory, (int, float)) or not (
                 np.isfinite(memory) and memory >= 1):
             raise ValidationError(f"invariance_memory: expected a number >= 1, got {memory!r}")
@@ -445,7 +455,11 @@ class RoutingInvariance:
         if self.penalty.split:
             member, assign = split_halves(member, assign)
         present = assign.sum(dim=0).T > 0
-        if self.memory is None:
+        if self.conditional:
+            # every counted row enters one estimate per task: it acts wherever a task's rows
+            # fall in two environments (min_env_rows does not apply)
+            valid = present & (present.sum(dim=0) >= 2)[None, :]
+        elif self.memory is None:
             valid = self.penalty.valid(assign)
         else:
             valid = self.memory.valid(present) & present
@@ -533,6 +547,44 @@ class RoutingInvariance:
         if self.memory is None:
             return per, self.penalty.from_gradients(grad, valid).sum()
         return per, self.memory.penalty(grad, assign, valid, update).sum()
+
+    def conditional_penalty(self, f: torch.Tensor, y: torch.Tensor, assign: torch.Tensor,
+                            mask: torch.Tensor | None = None, standardize: bool = True
+                            ) -> torch.Tensor:
+        """The conditional independence penalty (kinds ``"cind"``, ``"cind_state"``), summed
+        over tasks: :func:`~taskgraph.regularizers.conditional_independence` of the features
+        ``f [B, T, D]`` (head outputs or node states) and the environments of the batch's
+        assignment ``[B, T, E]`` (rows with weight 0 do not count; the re-balancing weights
+        are not used: conditioning on the task's own label replaces them), given the labels
+        ``y``; only classification tasks count."""
+        cls = torch.tensor([task.is_classification for task in self.tasks],
+                           device=assign.device)
+        member = (assign > 0) & cls[None, :, None]
+        n_classes = max([2] + [int(task.n_states) for task in self.tasks
+                               if task.is_classification])
+        return conditional_independence(f, y, member, n_classes, mask,
+                                        unbiased=self.unbiased, standardize=standardize).sum()
+
+    def output_penalty(self, out: torch.Tensor, y: torch.Tensor, assign: torch.Tensor,
+                       layout: Any) -> torch.Tensor:
+        """:meth:`conditional_penalty` of the class probabilities (``layout.log_proba`` of the
+        head outputs ``out [B, T, C]``, unstandardised: probabilities are bounded, so their
+        scale cannot be traded against the penalty): kind ``"cind"``."""
+        prob = layout.log_proba(out).exp()
+        return self.conditional_penalty(prob, y, assign, layout.class_mask, standardize=False)
+
+    def module_penalty(self, z: torch.Tensor, gates: torch.Tensor, y: torch.Tensor,
+                       assign: torch.Tensor) -> torch.Tensor:
+        r""":meth:`conditional_penalty` of the gated modules (kind ``"cind_state"``): task
+        ``t`` reads feature ``d`` of module ``k`` as :math:`g_{tk} z_{bkd} / s_{kd}`, with
+        :math:`s_{kd}` the feature's batch standard deviation, so the penalty is
+        :math:`\sum_k g_{tk}^2` times module ``k``'s (standardised) dependence on task
+        ``t``'s environments given its label: the gates pay for reading modules that carry
+        other tasks' labels, and the encoder's scale does not matter. ``z [B, K, m]``,
+        ``gates [T, K]``."""
+        zs = z / (z.var(dim=0, unbiased=False, keepdim=True) + 1e-6).sqrt()
+        f = (gates[None, :, :, None] * zs[:, None]).flatten(2)              # [B, T, K m]
+        return self.conditional_penalty(f, y, assign, standardize=False)
 
     def needs_pass(self, valid: torch.Tensor) -> bool:
         """Whether a batch needs the penalty's pass: some pair counts, or a memory is kept

@@ -38,6 +38,7 @@ __all__ = [
     "dummy_gradients",
     "gradient_variance_penalty",
     "vrex_penalty",
+    "conditional_independence",
     "RouterInvariancePenalty",
     "LabelEnvironments",
     "class_balance_table",
@@ -45,10 +46,14 @@ __all__ = [
     "warn_single_environment",
     "DECORRELATION_KINDS",
     "INVARIANCE_KINDS",
+    "CONDITIONAL_KINDS",
 ]
 
 DECORRELATION_KINDS = ("corr", "hsic")
 INVARIANCE_KINDS = ("irmv1", "grad_var", "vrex")
+#: invariance kinds computed by :func:`conditional_independence` (on each task's head outputs,
+#: its routed node state, or its per-example loss)
+CONDITIONAL_KINDS = ("cind", "cind_state", "cind_loss")
 
 
 # ============================================================================ decorrelation
@@ -419,6 +424,99 @@ def vrex_penalty(risks: torch.Tensor, valid: torch.Tensor | None = None) -> torc
     if valid is None:
         valid = torch.ones(risks.shape, dtype=torch.bool, device=risks.device)
     return _masked_var(risks, valid)
+
+
+def conditional_independence(
+    f: torch.Tensor,
+    y: torch.Tensor,
+    member: torch.Tensor,
+    n_classes: int,
+    mask: torch.Tensor | None = None,
+    unbiased: bool = False,
+    standardize: bool = True,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    r"""How much each task's features depend on its environment *given its own label*: the
+    squared conditional cross-covariance between the standardised features and the
+    environment indicators, within the task's classes (a linear-kernel conditional HSIC).
+
+    For task ``t``, rows :math:`b` with an observed class :math:`y_{bt}` and an environment
+    (``member[b, t]`` not all zero) count (:math:`n_t` of them). With per-class batch means
+    :math:`\bar f_{tc}`, :math:`\bar m_{tc}` and the features' pooled within-class standard
+    deviation :math:`\sigma_{td}` over the counted rows,
+
+    .. math::
+        r_{btd} = \frac{f_{btd} - \bar f_{t y_{bt} d}}{\sigma_{td}}, \quad
+        o_{bte} = m_{bte} - \bar m_{t y_{bt} e}, \quad
+        \hat C_{tde} = \frac1{n_t} \sum_b r_{btd}\, o_{bte}, \quad
+        P_t = \frac1{D_t} \sum_{d,e} \hat C_{tde}^2,
+
+    :math:`D_t` the task's feature columns (``mask``). Dividing by the within-class (not the
+    total) spread makes :math:`\hat C` a correlation-like quantity that the model cannot lower
+    by collapsing its features inside each class. :math:`P_t = 0` exactly when, inside
+    every class of the batch, each environment's mean feature equals the class mean: the
+    first-moment form of :math:`f_t \perp e \mid y_t`, which holds for a predictor that reads
+    only the task's own causal features when the environments are strata of the other tasks'
+    labels (the other task's label affects the input only through its own features), and that a
+    predictor reading the other task's features violates. Unlike IRMv1 per environment, every
+    counted row enters one estimate, so rare label combinations need no minimum count. The
+    zero set does not change when rows are drawn with probabilities that depend on the labels
+    and environments only (balanced sampling). ``unbiased`` replaces the square by the
+    U-statistic :math:`(\lVert \sum_b r_b o_b^\top \rVert^2 - \sum_b \lVert r_b \rVert^2
+    \lVert o_b \rVert^2) / (n_t (n_t - 1))`, which drops the sampling-noise term
+    :math:`\sum_b \lVert r_b\rVert^2 \lVert o_b\rVert^2 / n_t^2` of the square (it can be
+    negative).
+
+    Args:
+        f (Tensor): features ``[B, T, D]`` (head outputs or node states).
+        y (Tensor): class labels ``[B, T]`` (NaN = missing; a task without classes, e.g.
+            regression, must be excluded by the caller through ``member``).
+        member (Tensor): environment membership ``[B, T, E]`` (1 in the row's environment, all
+            zero = the row does not count for the task).
+        n_classes (int): classes ``C`` (labels in ``[0, C)``).
+        mask (Tensor, optional): ``[T, D]`` columns each task has (default: all).
+        unbiased (bool): the U-statistic instead of the square. (default: :obj:`False`)
+        standardize (bool): divide by :math:`\sigma_{td}`; ``False`` keeps the features'
+            own scale (:math:`\sigma = 1`: for bounded features such as class
+            probabilities). (default: :obj:`True`)
+        eps (float): added to the variances. (default: :obj:`1e-6`)
+
+    Returns:
+        Tensor: per-task penalty ``[T]`` (0 for a task with fewer than two counted rows).
+    """
+    if f.dim() != 3 or y.shape != f.shape[:2] or member.shape[:2] != f.shape[:2]:
+        raise ValidationError(
+            f"f [B, T, D], y [B, T] and member [B, T, E] must agree, got {tuple(f.shape)}, "
+            f"{tuple(y.shape)}, {tuple(member.shape)}")
+    dtype = f.dtype
+    obs = ~torch.isnan(y)
+    member = member.to(dtype)
+    use = (obs & (member.sum(-1) > 0)).to(dtype)                           # [B, T]
+    lab = torch.where(obs, y, torch.zeros_like(y)).long().clamp(0, int(n_classes) - 1)
+    onehot = torch.nn.functional.one_hot(lab, int(n_classes)).to(dtype) * use[..., None]
+    n_c = onehot.sum(dim=0)                                                # [T, C]
+    n = use.sum(dim=0)                                                     # [T]
+    # per-class batch means of the features and of the environment indicators
+    f_mean = torch.einsum("btc,btd->tcd", onehot, f) / n_c.clamp_min(1)[..., None]
+    m_mean = torch.einsum("btc,bte->tce", onehot, member) / n_c.clamp_min(1)[..., None]
+    r = (f - torch.einsum("btc,tcd->btd", onehot, f_mean)) * use[..., None]
+    o = (member - torch.einsum("btc,tce->bte", onehot, m_mean)) * use[..., None]
+    # pooled within-class standard deviation of every feature over the counted rows (the
+    # penalty cannot be lowered by shrinking the features' spread inside the classes)
+    var = r.pow(2).sum(dim=0) / n.clamp_min(1)[:, None]
+    if mask is None:
+        mask = torch.ones(f.shape[1:], dtype=dtype, device=f.device)
+    mask = mask.to(dtype)
+    r = r * mask / (var + eps).sqrt() if standardize else r * mask
+    s = torch.einsum("btd,bte->tde", r, o)                                 # [T, D, E]
+    sq = s.pow(2).sum(dim=(1, 2))
+    if unbiased:
+        sq = sq - (r.pow(2).sum(-1) * o.pow(2).sum(-1)).sum(dim=0)
+        norm = n * (n - 1)
+    else:
+        norm = n * n
+    out = sq / norm.clamp_min(1) / mask.sum(dim=1).clamp_min(1)
+    return torch.where(n >= 2, out, torch.zeros_like(out))
 
 
 class RouterInvariancePenalty(nn.Module):

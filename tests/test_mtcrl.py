@@ -357,3 +357,59 @@ def test_balanced_sampling_draws_rows_by_their_rebalancing_weights():
     assert off.task_graph_.meta["invariance"] == "off"
     with pytest.raises(ValidationError, match="balanced_sampling"):
         create("mtcrl", tasks, balanced_sampling=1.5, **kw).fit(data)
+
+
+@pytest.mark.slow
+def test_conditional_independence_penalty_beats_hard_sharing_out_of_distribution(bench):
+    """invariance_kind='cind' (the environments independent of y1's outputs given y1) keeps
+    y1 on its causal feature on `confounded`, as the default IRMv1 does."""
+    cind = _fit("mtcrl", bench, invariance_kind="cind", invariance=500.0)
+    off = _fit("mtcrl", bench, invariance=0.0, warmup_invariance=0.0)
+    assert _acc(cind, bench.test_ood) - _acc(off, bench.test_ood) >= 0.15
+    assert _acc(off, bench.test_iid) - _acc(cind, bench.test_iid) <= 0.06
+    assert all(h["invariance_batches"] == 1 for h in cind.history_)
+
+
+@pytest.mark.parametrize("kind", ["cind", "cind_state"])
+def test_conditional_independence_kinds_act_in_every_batch_in_both_learners(kind):
+    """The conditional kinds need no min_env_rows: with a batch of 40 over given x label
+    environments (8 rows each) the penalty acts in every batch, for mtcrl (with and without
+    message passing) and causal_graph, through the one RoutingInvariance."""
+    data, tasks = _graph_data()
+    graph = TaskGraph([[0, 0.7, 0], [0, 0, 0], [0.2, 0, 0]], tasks)
+    kw = dict(hidden=8, epochs=2, batch_size=40, verbose=False, warmup_steps=0,
+              invariance_kind=kind)
+    for name, extra in [("mtcrl", {}), ("mtcrl", {"graph": graph}),
+                        ("causal_graph", {"structure": False, "ebm": False, "gmtl": None})]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            learner = create(name, tasks, **kw, **extra).fit(data)
+        assert learner._inv.conditional == kind
+        assert all(h["invariance_batches"] == 1 and h["invariance"] > 0
+                   for h in learner.history_), name
+    with pytest.raises(ValidationError, match="invariance_memory"):
+        create("mtcrl", tasks, invariance_memory=3, **kw).fit(data)
+    with pytest.raises(ValidationError, match="invariance_kind"):
+        create("causal_graph", tasks, **{**kw, "invariance_kind": "vrex"}).fit(data)
+
+
+def test_conditional_penalty_of_the_learner_is_the_regulariser_on_its_outputs():
+    """mtcrl's penalty in a batch = conditional_independence of the class probabilities
+    (unstandardised) and the batch's environment membership (rows with weight 0 excluded),
+    summed over tasks."""
+    from taskgraph.regularizers import conditional_independence
+    data, tasks = _graph_data()
+    learner = create("mtcrl", tasks, hidden=8, epochs=1, batch_size=160, verbose=False,
+                     warmup_steps=0, invariance_kind="cind", invariance=1.0)
+    learner.fit(data)
+    learner.model_.train()
+    batch = next(iter(data.loader(160, shuffle=False)))
+    _, logs = learner._loss(batch, 0)
+    net = learner.model_
+    out = net.head_out(net.encoder(batch.x), net.router.gates())
+    env, weight = learner._inv.batch_envs(batch)
+    member = env_assignment(torch.where(weight > 0, env, -1), int(learner._inv.envs["n_envs"]))
+    lay = learner.layout_
+    want = conditional_independence(lay.log_proba(out).exp(), batch.y, member, 2,
+                                    lay.class_mask, standardize=False).sum()
+    torch.testing.assert_close(logs["invariance"], want.detach())

@@ -12,6 +12,7 @@ from taskgraph.regularizers import (
     RouterInvariancePenalty,
     balance_weights,
     class_balance_table,
+    conditional_independence,
     decorrelation,
     env_assignment,
     env_risks,
@@ -413,3 +414,96 @@ def test_gradient_memory_pairs_the_memory_with_the_batch():
     for bad in (1.0, 0.5, float("nan"), True):
         with pytest.raises(ValidationError, match="window"):
             GradientMemory(bad)
+
+
+# ----------------------------------------------------------------- conditional independence
+def _ci_reference(f, y, member, mask, unbiased, standardize=True):
+    """conditional_independence by loops over tasks, classes, rows and row pairs (float64)."""
+    b, t, d = f.shape
+    out = []
+    for k in range(t):
+        rows = [i for i in range(b) if not torch.isnan(y[i, k]) and member[i, k].sum() > 0]
+        n = len(rows)
+        cols = [j for j in range(d) if mask[k, j] > 0]
+        if n < 2:
+            out.append(0.0)
+            continue
+        r, o = {}, {}
+        for i in rows:
+            same = [j for j in rows if y[j, k] == y[i, k]]
+            r[i] = torch.stack([f[i, k, c] - sum(f[j, k, c] for j in same) / len(same)
+                                for c in cols])
+            o[i] = member[i, k] - sum(member[j, k] for j in same) / len(same)
+        # pooled within-class spread: mean square of the residuals
+        sd = torch.stack([r[i] for i in rows]).pow(2).mean(dim=0).add(1e-6).sqrt()
+        if standardize:
+            r = {i: v / sd for i, v in r.items()}
+        if unbiased:
+            total = sum(float(r[i] @ r[j]) * float(o[i] @ o[j])
+                        for i in rows for j in rows if i != j) / (n * (n - 1))
+        else:
+            c = sum(torch.outer(r[i], o[i]) for i in rows) / n
+            total = float(c.pow(2).sum())
+        out.append(total / len(cols))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("unbiased,standardize", [(False, True), (True, True), (False, False)])
+def test_conditional_independence_matches_loop_reference(unbiased, standardize):
+    g = torch.Generator().manual_seed(0)
+    b, t, d, e, c = 23, 3, 4, 3, 3
+    f = torch.randn(b, t, d, generator=g, dtype=torch.float64)
+    y = torch.randint(0, c, (b, t), generator=g).double()
+    y[2, 0] = y[5, 1] = float("nan")
+    env = torch.randint(0, e, (b, t), generator=g)
+    env[7, 2] = env[11, 0] = -1                                   # rows outside every env
+    member = env_assignment(env, e).double()
+    mask = torch.ones(t, d, dtype=torch.float64)
+    mask[1, 3] = 0.0                                              # task 1 has 3 columns
+    f[:, 1, 3] = 0.0
+    got = conditional_independence(f, y, member, c, mask, unbiased=unbiased,
+                                   standardize=standardize)
+    torch.testing.assert_close(got, _ci_reference(f, y, member, mask, unbiased, standardize))
+
+
+def test_conditional_independence_zero_iff_features_ignore_the_environment_given_the_label():
+    g = torch.Generator().manual_seed(1)
+    b, c, e = 400, 3, 4
+    y = torch.randint(0, c, (b, 1), generator=g).double()
+    env = torch.randint(0, e, (b, 1), generator=g)
+    member = env_assignment(env, e).double()
+    own = torch.nn.functional.one_hot(y[:, 0].long(), c).double()
+    # features that are a function of the own label only: exactly 0
+    assert float(conditional_independence(own[:, None], y, member, c)) == pytest.approx(
+        0.0, abs=1e-12)
+    # adding a feature of the environment (the other task's label) makes it positive,
+    # and standardisation makes it invariant to rescaling the features
+    noise = 0.3 * torch.randn(b, 1, c, generator=g, dtype=torch.float64)
+    leak = own[:, None] + noise + 0.5 * member[:, :, :c]
+    clean = own[:, None] + noise
+    p_leak = float(conditional_independence(leak, y, member, c))
+    assert p_leak > 20 * float(conditional_independence(clean, y, member, c))
+    assert float(conditional_independence(7.0 * leak, y, member, c)) == pytest.approx(
+        p_leak, rel=1e-5)   # (up to eps in the variance)
+    # the U-statistic removes the noise term: near 0 for independent features, on average
+    runs = [float(conditional_independence(
+        own[:, None] + torch.randn(b, 1, c, generator=g, dtype=torch.float64), y, member, c,
+        unbiased=True)) for _ in range(20)]
+    biased = [float(conditional_independence(
+        own[:, None] + torch.randn(b, 1, c, generator=g, dtype=torch.float64), y, member, c))
+        for _ in range(20)]
+    assert abs(sum(runs) / 20) < 0.2 * sum(biased) / 20
+
+
+def test_conditional_independence_gradient_matches_finite_differences():
+    g = torch.Generator().manual_seed(2)
+    b, t, d, e, c = 12, 2, 3, 2, 2
+    f = torch.randn(b, t, d, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, c, (b, t), generator=g).double()
+    member = env_assignment(torch.randint(0, e, (b, t), generator=g), e).double()
+    for standardize in (True, False):
+        assert torch.autograd.gradcheck(
+            lambda x, s=standardize: conditional_independence(x, y, member, c, standardize=s),
+            (f,))
+    with pytest.raises(ValidationError, match="must agree"):
+        conditional_independence(f[:, :1], y, member, c)

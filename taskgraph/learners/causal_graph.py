@@ -55,7 +55,7 @@ from taskgraph.inference.graph_decoding import DECODING_MODES, GraphDecoding
 from taskgraph.learners.base import check_choices, register
 from taskgraph.learners.graph_learner import GraphLearner
 from taskgraph.nn.routing import TaskModuleRouter
-from taskgraph.regularizers import decorrelation
+from taskgraph.regularizers import CONDITIONAL_KINDS, decorrelation
 from taskgraph.tasks import Task, TaskSet
 
 __all__ = ["CausalGraph"]
@@ -83,6 +83,10 @@ class CausalGraph(GraphLearner):
             :class:`~taskgraph.learners.MTCRL`; docs/mtcrl.md). (default: :obj:`0.0`)
         invariance (float): IRMv1 weight on the gates after ``warmup_steps``; 0 switches the
             penalty off. (default: :obj:`5.0`)
+        invariance_kind (str): ``"irmv1"`` (on the gates, with the intercept dummy), or the
+            conditional independence penalty ``"cind"`` (head outputs) / ``"cind_state"``
+            (routed node states :math:`\mathbf{s}^{(0)}`), as in
+            :class:`~taskgraph.learners.MTCRL`. (default: :obj:`"irmv1"`)
         warmup_steps (int), warmup_invariance (float), unbiased_invariance (bool),
             invariance_memory (float), balanced_sampling (float), environments (str),
             rebalance (bool, optional), max_envs (int): as in
@@ -129,6 +133,7 @@ class CausalGraph(GraphLearner):
         decorrelation: float = 0.0,
         decorrelation_units: int | None = 16,
         invariance: float = 5.0,
+        invariance_kind: str = "irmv1",
         warmup_steps: int = 100,
         warmup_invariance: float = 1.0,
         unbiased_invariance: bool = False,
@@ -159,7 +164,8 @@ class CausalGraph(GraphLearner):
                                   "ebm=False")
         super()._check_params()
         check_choices(self, {"module_mode": ("split", "separate"),
-                             "mp_graph": ("learned", "prior"), "gmtl": (*DECODING_MODES, None)})
+                             "mp_graph": ("learned", "prior"), "gmtl": (*DECODING_MODES, None),
+                             "invariance_kind": ("irmv1", *CONDITIONAL_KINDS)})
         if self.gmtl == "graph" and not self.structure:
             raise ValidationError("gmtl: 'graph' factorises the prior over the learned graph; "
                                   "it needs structure=True")
@@ -179,7 +185,7 @@ class CausalGraph(GraphLearner):
                 router.logits.fill_(40.0)       # sigmoid(40) == 1 in float32
         net = self._graph_net(enc, feature_shape, train, int(router.out_dim), router=router)
         self._step = 0
-        self._inv = RoutingInvariance.from_learner(self, "irmv1")
+        self._inv = RoutingInvariance.from_learner(self, self.invariance_kind)
         if train is not None and self.routing:
             self._inv.setup(train)
             if self._inv.inactive:
@@ -200,7 +206,17 @@ class CausalGraph(GraphLearner):
         valid = None
         if lam > 0:
             member, assign, valid = self._inv.assignment(batch, gates.dtype)
-        if valid is not None and self._inv.needs_pass(valid):
+        if valid is not None and self._inv.needs_pass(valid) and self._inv.conditional:
+            h, s0, w, s1 = net.states(batch.x)
+            out = net.heads(s1)
+            per = lay.per_example_loss(out, batch.y)
+            kind = self._inv.conditional
+            z = h.view(h.shape[0], net.router.n_modules, net.router.module_dim)
+            pen = (self._inv.module_penalty(z, gates, batch.y, assign) if kind == "cind_state"
+                   else self._inv.conditional_penalty(per[..., None], batch.y, assign)
+                   if kind == "cind_loss" else
+                   self._inv.output_penalty(out, batch.y, assign, lay))
+        elif valid is not None and self._inv.needs_pass(valid):
             parts: builtins.list[torch.Tensor] = []
 
             def forward(ex_gates: torch.Tensor) -> torch.Tensor:

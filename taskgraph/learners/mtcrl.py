@@ -24,6 +24,7 @@ from taskgraph.nn.heads import TaskHeads
 from taskgraph.nn.routed_net import RoutedTaskNet
 from taskgraph.nn.routing import GATE_KINDS, READOUTS, SPARSITY_KINDS, TaskModuleRouter
 from taskgraph.regularizers import (
+    CONDITIONAL_KINDS,
     DECORRELATION_KINDS,
     INVARIANCE_KINDS,
     decorrelation,
@@ -101,8 +102,12 @@ class MTCRL(BaseLearner):
             ``None`` uses all). (default: :obj:`16`)
         invariance (float): :math:`\lambda` after the warm-up; 0 (with
             ``warmup_invariance=0``) disables the penalty. (default: :obj:`5.0`)
-        invariance_kind (str): ``"irmv1"``, ``"grad_var"`` or ``"vrex"``.
-            (default: :obj:`"irmv1"`)
+        invariance_kind (str): ``"irmv1"``, ``"grad_var"`` or ``"vrex"`` on the gates, or a
+            conditional independence penalty of each task's features and its environments
+            given its own label (:func:`~taskgraph.regularizers.conditional_independence`):
+            ``"cind"`` on the task's head outputs, ``"cind_state"`` on its routed node state
+            (``min_env_rows`` and ``invariance_intercept`` do not apply to these; see
+            docs/mtcrl.md). (default: :obj:`"irmv1"`)
         warmup_steps (int): optimiser steps (not epochs) before the full penalty.
             (default: :obj:`100`)
         warmup_invariance (float): :math:`\lambda` during the warm-up. (default: :obj:`1.0`)
@@ -191,7 +196,8 @@ class MTCRL(BaseLearner):
         check_choices(self, {"module_mode": ("split", "separate"), "gate": GATE_KINDS,
                              "readout": READOUTS, "sparsity_kind": SPARSITY_KINDS,
                              "decorrelation_kind": DECORRELATION_KINDS,
-                             "invariance_kind": INVARIANCE_KINDS, "environments": ENV_MODES})
+                             "invariance_kind": INVARIANCE_KINDS + CONDITIONAL_KINDS,
+                             "environments": ENV_MODES})
         check_nonnegative(self, ("sparsity", "decorrelation", "invariance",
                                        "warmup_invariance", "min_env_rows"))
         if self.graph is not None:
@@ -276,6 +282,18 @@ class MTCRL(BaseLearner):
             per = lay.per_example_loss(net.head_out(z, gates), y)
             return mean_task_loss(per, y), per.new_zeros(())
         through = bool(self.penalty_through_encoder)
+        if inv.conditional:
+            out = net.head_out(z, gates)
+            per = lay.per_example_loss(out, y)
+            zp = z if through else z.detach()
+            if inv.conditional == "cind_loss":
+                per_p = per if through else lay.per_example_loss(net.head_out(zp, gates), y)
+                return mean_task_loss(per, y), inv.conditional_penalty(per_p[..., None], y,
+                                                                       assign)
+            if inv.conditional == "cind_state":
+                return mean_task_loss(per, y), inv.module_penalty(zp, gates, y, assign)
+            f = out if through else net.head_out(zp, gates)
+            return mean_task_loss(per, y), inv.output_penalty(f, y, assign, lay)
         if not inv.penalty.needs_dummy:
             per = lay.per_example_loss(net.head_out(z, gates), y)
             per_p = per if through else lay.per_example_loss(net.head_out(z.detach(), gates), y)
