@@ -400,6 +400,18 @@ class RoutingInvariance:
         gen.manual_seed(int(seed))
         return WeightedRandomSampler(q.double(), n_rows, replacement=True, generator=gen)
 
+    def draw_weights(self, n_rows: int) -> torch.Tensor | None:
+        """Per-row weights ``N q_n`` of balanced sampling (``None`` when off): how often each
+        training row is drawn relative to uniform draws, so that label statistics computed
+        with them (e.g. GMTL's prior) describe the distribution the model was trained on."""
+        if self.envs is None or self.envs.get("draw") is None:
+            return None
+        q = self.envs["draw"]
+        if q.shape[0] != n_rows:
+            raise ValidationError(
+                f"train: {n_rows} rows, but the environments were set up on {q.shape[0]}")
+        return q.double() * n_rows
+
     @staticmethod
     def codes(envs: dict[str, Any], y: torch.Tensor, env: torch.Tensor | None) -> torch.Tensor:
         """Environment of every (example, task) ``[N, T]``; ``-1`` = excluded."""

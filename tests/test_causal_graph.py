@@ -12,6 +12,7 @@ import torch
 import taskgraph as tg
 from taskgraph import TaskGraph, ValidationError
 from taskgraph.datasets import causal_mtl
+from taskgraph.inference import JointPrior
 from taskgraph.learners import CausalGraph, create, load_learner
 from taskgraph.structure.invariance import heterogeneous_pairs, log_odds_ratios
 from taskgraph.tasks import Task, TaskSet
@@ -307,3 +308,25 @@ def test_invariance_memory_and_balanced_sampling_serve_causal_graph_too(bench):
     assert 0 < learner.history_[-1]["invariance_batches"] <= 1
     state = learner._train_state()
     assert state["invariance_memory"]["count"] > 0
+
+
+def test_gmtl_prior_counts_labels_as_balanced_sampling_drew_them():
+    """With balanced_sampling the model is trained on rows drawn with probabilities q, so its
+    GMTL prior is fitted with weights N q (the labels as the model saw them)."""
+    big = causal_mtl(n_per_env=1500, seed=0, n_test=100)
+    learner = create("causal_graph", big.tasks, **{**FAST, "epochs": 1, "structure": False,
+                                                   "ebm": False, "balanced_sampling": 1.0})
+    learner.fit(big.train, val=big.val)
+    w = learner._inv.draw_weights(len(big.train))
+    assert w is not None and float(w.std()) > 0.1 and abs(float(w.mean()) - 1) < 1e-4
+    prior = learner.gmtl_.prior
+    pairs = json.loads(learner.task_graph_.meta["gmtl_pairs"])
+    names = big.tasks.names
+    adj = np.zeros((len(names), len(names)))
+    for a, b in pairs:
+        adj[names.index(a), names.index(b)] = 1.0
+    coupled = sorted({n for p in pairs for n in p})
+    want = JointPrior.fit(big.train, kind="graph", graph=adj, tasks=coupled, weight=w)
+    plain = JointPrior.fit(big.train, kind="graph", graph=adj, tasks=coupled)
+    torch.testing.assert_close(prior.log_table(), want.log_table())
+    assert not torch.allclose(prior.log_table(), plain.log_table())

@@ -394,3 +394,21 @@ def test_prior_state_round_trip_decodes_alike(kind, tmp_path):
     lp = _random_log_probs([2, 3, 2], 50, seed=1)
     torch.testing.assert_close(GMTL(back, alpha=0.7).decode(lp), GMTL(prior, alpha=0.7).decode(lp))
     assert back.kind == prior.kind and back.edges == prior.edges
+
+
+@pytest.mark.parametrize("kind,graph", [("full", None), ("independent", None),
+                                        ("graph", None), ("graph", "given")])
+def test_weighted_prior_equals_the_prior_of_repeated_rows(kind, graph):
+    """JointPrior.fit(weight=w) with integer weights = the prior of the data with row n
+    repeated w_n times (counts, pseudocount, Chow-Liu choice and a given graph alike)."""
+    bench = tg.datasets.planted_dag(n_tasks=4, n_edges=3, n_samples=300, seed=0)
+    data = bench.train
+    w = np.random.default_rng(0).integers(0, 4, len(data))
+    rep = data.subset(np.repeat(np.arange(len(data)), w))
+    adj = np.triu(np.ones((4, 4)), 1) if graph == "given" else None
+    a = JointPrior.fit(data, kind=kind, graph=adj, weight=w)
+    b = JointPrior.fit(rep, kind=kind, graph=adj)
+    assert a.edges == b.edges
+    torch.testing.assert_close(a.log_table(), b.log_table())
+    with pytest.raises(ValidationError, match="weight"):
+        JointPrior.fit(data, kind=kind, weight=-np.ones(len(data)))

@@ -64,9 +64,11 @@ class GraphDecoding:
         return heterogeneous_pairs(train.y, train.env, self.tasks, z=self.shift_z)
 
     def fit(self, learner: Any, train: MultiTaskData, val: MultiTaskData | None,
-            graph: TaskGraph | None = None) -> GraphDecoding:
+            graph: TaskGraph | None = None, weight: Any = None) -> GraphDecoding:
         """Fit the pairwise prior on ``train`` and, with ``val``, per-task temperatures of
-        ``learner``; no decoder when ``alpha == 0`` or no pair is coupled."""
+        ``learner``; no decoder when ``alpha == 0`` or no pair is coupled. ``weight``: per-row
+        weights of the prior's counts (the distribution the model was trained on when its
+        rows were drawn unequally, :meth:`JointPrior.fit`)."""
         from taskgraph.inference import JointPrior, TemperatureScaler
 
         self._state, self.decoder, self.inactive = None, None, None
@@ -82,7 +84,7 @@ class GraphDecoding:
             adj[i, j] = 1.0
         names = self.tasks.names
         coupled = sorted({names[i] for p in pairs for i in p})
-        prior = JointPrior.fit(train, kind="graph", graph=adj, tasks=coupled)
+        prior = JointPrior.fit(train, kind="graph", graph=adj, tasks=coupled, weight=weight)
         prior.graph_source = "causal_graph"
         cal = None
         if val is not None:

@@ -136,6 +136,7 @@ class JointPrior:
         *,
         tasks: Sequence[str] | None = None,
         max_combinations: int = MAX_COMBINATIONS,
+        weight: Any = None,
     ) -> JointPrior:
         r"""Estimate the prior from training labels.
 
@@ -155,6 +156,10 @@ class JointPrior:
                 (default: every classification task). Other classification tasks are decoded by
                 their own argmax. Naming a regression task is an error.
             max_combinations (int): refuse a ``"full"`` table with more cells than this.
+            weight (array, optional): ``[N]`` row weights >= 0 (default 1): the label
+                distribution the model was trained on when its rows were drawn unequally, e.g.
+                ``N q_n`` under balanced sampling; counts are weighted sums (the pseudocount is
+                added to them as it is).
 
         Raises:
             ValidationError: on bad arguments, a ``"full"`` table over ``max_combinations``, or
@@ -176,6 +181,7 @@ class JointPrior:
         y = data.y[:, index].double().cpu()  # priors are small tables: kept on the CPU
         obs = ~torch.isnan(y)
         yl = torch.where(obs, y, torch.zeros_like(y)).long()
+        w = _row_weights(weight, y.shape[0])
 
         if kind == "full":
             n_comb = prod(sizes)
@@ -185,8 +191,8 @@ class JointPrior:
             flat = torch.zeros(int(complete.sum()), dtype=torch.long)
             for k, c in enumerate(sizes):
                 flat = flat * c + yl[complete, k]
-            counts = torch.bincount(flat, minlength=n_comb).double()
-            n = int(complete.sum())
+            counts = torch.bincount(flat, weights=w[complete], minlength=n_comb).double()
+            n = float(w[complete].sum())
             if n == 0 and lam == 0:
                 raise ValidationError(
                     "data: no row has every coupled label observed; kind='full' needs complete "
@@ -195,12 +201,12 @@ class JointPrior:
             probs = (counts + lam) / (n + lam * n_comb)
             _check_positive(probs, "the full table")
             return cls(data.tasks, "full", index, log_table=probs.log().reshape(sizes),
-                       pseudocount=lam, n_rows=n)
+                       pseudocount=lam, n_rows=int(complete.sum()))
 
         unary = []
         for k, c in enumerate(sizes):
-            counts = torch.bincount(yl[obs[:, k], k], minlength=c).double()
-            n_k = int(obs[:, k].sum())
+            counts = torch.bincount(yl[obs[:, k], k], weights=w[obs[:, k]], minlength=c).double()
+            n_k = float(w[obs[:, k]].sum())
             if n_k == 0 and lam == 0:
                 raise ValidationError(
                     f"data: task {data.tasks[index[k]].name!r} has no observed label; use "
@@ -213,7 +219,7 @@ class JointPrior:
             return cls(data.tasks, "independent", index, unary=unary, pseudocount=lam)
 
         if graph is None:
-            edges = _chow_liu(yl, obs, sizes, lam)
+            edges = _chow_liu(yl, obs, sizes, lam, w)
             source = "chow_liu"
         else:
             edges = _graph_edges(graph, data.tasks, index)
@@ -221,9 +227,9 @@ class JointPrior:
         pairwise = []
         for a, b in edges:
             both = obs[:, a] & obs[:, b]
-            n_both, cells = int(both.sum()), sizes[a] * sizes[b]
+            n_both, cells = float(w[both].sum()), sizes[a] * sizes[b]
             flat = yl[both, a] * sizes[b] + yl[both, b]
-            counts = torch.bincount(flat, minlength=cells).double()
+            counts = torch.bincount(flat, weights=w[both], minlength=cells).double()
             if n_both == 0:  # never observed together: no evidence of coupling (PMI = 0)
                 probs = torch.full_like(counts, 1.0 / cells)
             else:
@@ -502,8 +508,20 @@ def _graph_edges(graph: Any, tasks: TaskSet, index: list[int]) -> list[tuple[int
     return sorted(edges)
 
 
-def _chow_liu(yl: torch.Tensor, obs: torch.Tensor, sizes: list[int], lam: float
-              ) -> list[tuple[int, int]]:
+def _row_weights(weight: Any, n: int) -> torch.Tensor:
+    """Row weights ``[n]`` as float64 on the CPU (ones when ``None``); finite and >= 0."""
+    if weight is None:
+        return torch.ones(n, dtype=torch.float64)
+    w = torch.as_tensor(np.asarray(weight.detach().cpu() if isinstance(weight, torch.Tensor)
+                                   else weight, dtype=np.float64))
+    if w.shape != (n,) or not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+        raise ValidationError(f"weight: expected {n} finite weights >= 0, got shape "
+                              f"{tuple(w.shape)}")
+    return w
+
+
+def _chow_liu(yl: torch.Tensor, obs: torch.Tensor, sizes: list[int], lam: float,
+              w: torch.Tensor | None = None) -> list[tuple[int, int]]:
     """Maximum spanning tree of pairwise mutual information (smoothed pairwise-complete
     counts); Kruskal on the ``m(m-1)/2`` pairs, all counted by one matrix product."""
     m, width = len(sizes), max(sizes)
@@ -513,7 +531,8 @@ def _chow_liu(yl: torch.Tensor, obs: torch.Tensor, sizes: list[int], lam: float
     onehot.scatter_(2, yl[..., None], 1.0)
     onehot = onehot * obs[..., None]
     flat = onehot.reshape(yl.shape[0], m * width)
-    counts = (flat.T @ flat).reshape(m, width, m, width).permute(0, 2, 1, 3)  # [m, m, C, C]
+    weighted = flat if w is None else flat * w[:, None]
+    counts = (weighted.T @ flat).reshape(m, width, m, width).permute(0, 2, 1, 3)  # [m, m, C, C]
     size = torch.tensor(sizes)
     cls = torch.arange(width)
     valid_a = cls[None, :] < size[:, None]  # [m, C]

@@ -278,7 +278,10 @@ class CausalGraph(GraphLearner):
     def _after_fit(self, train: MultiTaskData, val: MultiTaskData | None) -> None:
         super()._after_fit(train, val)
         if self.gmtl is not None:
-            self._decoding.fit(self, train, val, self._learned_graph())
+            # the prior of the labels as the model saw them (balanced sampling draws rows
+            # unequally: docs/mtcrl.md)
+            self._decoding.fit(self, train, val, self._learned_graph(),
+                               weight=self._inv.draw_weights(len(train)))
             self.task_graph_ = self._learned_graph()
             if self._decoding.inactive:
                 self._part_inactive("gmtl", self._decoding.inactive)
