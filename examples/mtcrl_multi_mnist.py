@@ -117,16 +117,21 @@ def _balanced_control(learner: Any, bench: Any, environments: str) -> None:
                             sampling=0.5)
     inv.setup(bench.train)
     learner._train_sampler = lambda train, seed: inv.sampler(len(train), seed)
+    learner._draw_weights = inv.draw_weights(len(bench.train))
 
 
 def gmtl_decoder(learner: Any, bench: Any) -> Any:
     """GMTL (the paper's rule) for a learner without its own: the full joint label prior of
-    the training data, per-task temperatures fitted on ``val``, alpha = 1. ``causal_graph``
-    decodes with its own GMTL part by default; its row without GMTL uses
+    the training labels as the model saw them (weighted by the draw ratio under balanced
+    sampling, as ``causal_graph`` does), per-task temperatures fitted on ``val``, alpha = 1.
+    ``causal_graph`` decodes with its own GMTL part by default; its row without GMTL uses
     ``inference="independent"``."""
     if learner.name == "causal_graph":
         return None
-    prior = JointPrior.fit(bench.train, kind="full")
+    inv = getattr(learner, "_inv", None)
+    weight = (inv.draw_weights(len(bench.train)) if inv is not None
+              else getattr(learner, "_draw_weights", None))
+    prior = JointPrior.fit(bench.train, kind="full", weight=weight)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cal = TemperatureScaler().fit(learner, bench.val)
