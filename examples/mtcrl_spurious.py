@@ -101,6 +101,10 @@ ABLATIONS: dict[str, dict] = {
         invariance_kind="cind", invariance=500.0, environments="labels"),
     "conditional independence on modules (cind_state), lambda 500": dict(
         invariance_kind="cind_state", invariance=500.0),
+    "conditional independence of the loss (cind_loss, conditional REx), lambda 50": dict(
+        invariance_kind="cind_loss", invariance=50.0),
+    "conditional independence of the loss (cind_loss, conditional REx), lambda 500": dict(
+        invariance_kind="cind_loss", invariance=500.0),
     # HSIC is left out: at the full batch of 3,000 rows it builds K Gram matrices of 3,000²
 }
 
