@@ -198,6 +198,10 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--gmtl", action="store_true",
                         help="also score every row with GMTL decoding (one more JSON line)")
+    parser.add_argument("--dataset", default="multi_mnist",
+                        choices=["multi_mnist", "multi_fashion"],
+                        help="multi_fashion: the same protocol on Fashion-MNIST pairs (Debian's "
+                             "dataset-fashion-mnist)")
     parser.add_argument("--markdown", metavar="JSON",
                         help="print the markdown table of a --json file and exit")
     args = parser.parse_args()
@@ -209,10 +213,11 @@ def main() -> int:
     epochs = 1 if args.quick else args.epochs
     seeds = args.seeds[:1] if args.quick else args.seeds
     res: dict[str, list[tuple[float, float, float]]] = {row: [] for row in args.rows}
+    make = getattr(tg.datasets, args.dataset)
     for seed in seeds:
         try:
-            bench = tg.datasets.multi_mnist(n_train=n, n_val=n // 5,
-                                            n_test=200 if args.quick else 2000, seed=seed)
+            bench = make(n_train=n, n_val=n // 5, n_test=200 if args.quick else 2000,
+                         seed=seed)
         except tg.MissingDependencyError as exc:
             print(f"skipped: {exc}")
             return 77
@@ -229,9 +234,8 @@ def main() -> int:
                                       "labels" if row.endswith("(label strata)") else "auto")
                 fit_on = bench
                 if row in TRAIN_RHOS:
-                    fit_on = tg.datasets.multi_mnist(n_train=n, n_val=n // 5,
-                                                     n_test=200 if args.quick else 2000,
-                                                     seed=seed, rhos=TRAIN_RHOS[row])
+                    fit_on = make(n_train=n, n_val=n // 5, n_test=200 if args.quick else 2000,
+                                  seed=seed, rhos=TRAIN_RHOS[row])
                 learner.fit(fit_on.train, val=fit_on.val)
             plain = scores(learner, bench, gmtl=learner.name == "causal_graph")
             iid, ood = plain["iid"], plain["ood"]
