@@ -211,3 +211,16 @@ def test_auto_keeps_the_sem_graph_when_pc_cannot_run(collider_data):
     last = learner.history_[-1]
     assert last["structure_search"] == "sem" and "complete rows" in last["hybrid_skipped"]
     assert learner.task_graph_.meta.get("structure_search") is None
+
+
+def test_auto_records_why_it_kept_the_sem_graph_with_a_regression_task(collider_data):
+    """A regression task: the hybrid search (discrete scores) is not run, and ``history_`` says
+    so instead of the choice passing silently."""
+    tasks = tg.TaskSet([*collider_data.tasks, tg.Task("r", "regression")])
+    y = torch.cat([collider_data.y, collider_data.x[:, :1]], dim=1)
+    data = tg.MultiTaskData(collider_data.x, y, tasks)
+    learner = create("gcnet", data.tasks, hidden=8, node_dim=8, epochs=1,
+                     verbose=False).fit(data)
+    last = learner.history_[-1]
+    assert "regression" in last["hybrid_skipped"]
+    assert "bic_hybrid" not in last

@@ -344,10 +344,17 @@ class GraphLearner(BaseLearner):
 
     def _after_fit(self, train: MultiTaskData, val: MultiTaskData | None) -> None:
         super()._after_fit(train, val)
-        if (self.structure_search == "auto" and self.structure
-                and len(self.tasks_set_) <= AUTO_MAX_TASKS
-                and all(t.is_classification for t in self.tasks_set_)):
-            self._auto_structure(train)
+        if self.structure_search == "auto" and self.structure:
+            if len(self.tasks_set_) > AUTO_MAX_TASKS:
+                self._part_inactive("hybrid", f"structure_search='auto' kept the SEM's graph: "
+                                    f"the hybrid search runs up to {AUTO_MAX_TASKS} tasks, this "
+                                    f"data has {len(self.tasks_set_)}", warn=False)
+            elif not all(t.is_classification for t in self.tasks_set_):
+                self._part_inactive("hybrid", "structure_search='auto' kept the SEM's graph: the "
+                                    "hybrid search scores discrete labels and this data has "
+                                    "regression tasks", warn=False)
+            else:
+                self._auto_structure(train)
         self.inference_ = self._choose_inference(val)
 
     def _auto_structure(self, train: MultiTaskData) -> None:
@@ -363,8 +370,9 @@ class GraphLearner(BaseLearner):
             hybrid = _run_hybrid(train)
         except ValidationError as err:
             # e.g. too few rows with every label observed for PC (sparse labels): keep the SEM's
+            self._part_inactive("hybrid", str(err), warn=False)
             if self.history_:
-                self.history_[-1].update(structure_search="sem", hybrid_skipped=str(err))
+                self.history_[-1].update(structure_search="sem")
             return
         bic_sem = conditional_bic(train, sem_graph)
         bic_hybrid = conditional_bic(train, hybrid["dag"])
