@@ -413,6 +413,7 @@ def conditional_nll(
     do: torch.Tensor | None = None,
     l2: float = 1e-3,
     max_iter: int = 200,
+    per_row: bool = False,
 ) -> torch.Tensor:
     r"""Exact fits of many node conditionals at once: for each pair ``k`` (node ``j_k``, parent
     set ``P_k``) the maximum-likelihood model
@@ -425,7 +426,8 @@ def conditional_nll(
     targets), fitted jointly with L-BFGS (the fits are independent, so one solve of their sum
     gives every optimum). Rows where the node's label is missing or set by an intervention are
     left out. Returns the mean negative log-likelihood of each fit ``[K]`` (plus the small
-    ``l2`` term), comparable across parent sets of the same node.
+    ``l2`` term), comparable across parent sets of the same node; with ``per_row`` the
+    negative log-likelihood of every row under every fit ``[N, K]`` (0 where left out).
 
     Args:
         nodes (LongTensor): ``[K]`` target task of each fit.
@@ -468,7 +470,8 @@ def conditional_nll(
     opt.step(closure)
     with torch.no_grad():
         logits = torch.einsum("nd,kdc->nkc", feats, weight * mask[..., None])
-        return sub.per_example_loss(logits, target).sum(0) / count
+        per = sub.per_example_loss(logits, target)
+        return per if per_row else per.sum(0) / count
 
 
 def orient_by_likelihood(
