@@ -475,3 +475,10 @@ def test_conditional_nll_prefers_the_true_parent_set():
     nll = conditional_nll(lay, x, y, nodes, parents)
     assert nll.shape == (2,)
     assert float(nll[1]) < float(nll[0]) - 0.05   # y_0 explains y_1 beyond x
+    # per_row: every row's NLL under every fit; rows with a missing label give 0
+    y = y.clone()
+    y[:10, 1] = float("nan")
+    per = conditional_nll(lay, x, y, nodes, parents, per_row=True)
+    mean = conditional_nll(lay, x, y, nodes, parents)
+    assert per.shape == (len(y), 2) and bool((per[:10] == 0).all())
+    torch.testing.assert_close(per.sum(0) / (len(y) - 10), mean)
