@@ -248,8 +248,9 @@ class RoutingInvariance:
         kind (str): the penalty (``"irmv1"``, ... of
             :class:`~taskgraph.regularizers.RouterInvariancePenalty`), or a conditional
             independence penalty (:func:`~taskgraph.regularizers.conditional_independence`
-            of the environments given each task's own label: ``"cind"`` on the task's head
-            outputs, ``"cind_state"`` on its routed node state; :meth:`conditional_penalty`).
+            of the environments given each task's own label: ``"cind"`` on the task's class
+            probabilities (:meth:`output_penalty`), ``"cind_state"`` on its gated modules
+            (:meth:`module_penalty`), ``"cind_loss"`` on its per-example loss).
         unbiased (bool): IRMv1's unbiased two-halves estimate (the U-statistic for the
             conditional independence kinds).
         min_env_rows (float): least effective rows of an (environment, task) pair in a batch
@@ -563,9 +564,9 @@ class RoutingInvariance:
     def conditional_penalty(self, f: torch.Tensor, y: torch.Tensor, assign: torch.Tensor,
                             mask: torch.Tensor | None = None, standardize: bool = True
                             ) -> torch.Tensor:
-        """The conditional independence penalty (kinds ``"cind"``, ``"cind_state"``), summed
-        over tasks: :func:`~taskgraph.regularizers.conditional_independence` of the features
-        ``f [B, T, D]`` (head outputs or node states) and the environments of the batch's
+        """The conditional independence penalty (the ``"cind*"`` kinds), summed over tasks:
+        :func:`~taskgraph.regularizers.conditional_independence` of the features
+        ``f [B, T, D]`` (probabilities, gated modules or losses) and the environments of the batch's
         assignment ``[B, T, E]`` (rows with weight 0 do not count; the re-balancing weights
         are not used: conditioning on the task's own label replaces them), given the labels
         ``y``; only classification tasks count."""

@@ -84,9 +84,9 @@ class CausalGraph(GraphLearner):
         invariance (float): IRMv1 weight on the gates after ``warmup_steps``; 0 switches the
             penalty off. (default: :obj:`5.0`)
         invariance_kind (str): ``"irmv1"`` (on the gates, with the intercept dummy), or the
-            conditional independence penalty ``"cind"`` (head outputs) / ``"cind_state"``
-            (routed node states :math:`\mathbf{s}^{(0)}`), as in
-            :class:`~taskgraph.learners.MTCRL`. (default: :obj:`"irmv1"`)
+            conditional independence penalty ``"cind"`` (class probabilities),
+            ``"cind_state"`` (gated, standardised modules) or ``"cind_loss"`` (per-example
+            loss), as in :class:`~taskgraph.learners.MTCRL`. (default: :obj:`"irmv1"`)
         warmup_steps (int), warmup_invariance (float), unbiased_invariance (bool),
             invariance_memory (float), balanced_sampling (float), environments (str),
             rebalance (bool, optional), max_envs (int): as in

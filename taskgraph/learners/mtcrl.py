@@ -105,9 +105,10 @@ class MTCRL(BaseLearner):
         invariance_kind (str): ``"irmv1"``, ``"grad_var"`` or ``"vrex"`` on the gates, or a
             conditional independence penalty of each task's features and its environments
             given its own label (:func:`~taskgraph.regularizers.conditional_independence`):
-            ``"cind"`` on the task's head outputs, ``"cind_state"`` on its routed node state
-            (``min_env_rows`` and ``invariance_intercept`` do not apply to these; see
-            docs/mtcrl.md). (default: :obj:`"irmv1"`)
+            ``"cind"`` on the task's class probabilities, ``"cind_state"`` on its gated,
+            standardised modules, ``"cind_loss"`` on its per-example loss (``min_env_rows``
+            and ``invariance_intercept`` do not apply to these; on Multi-MNIST they do not
+            pay, docs/mtcrl.md). (default: :obj:`"irmv1"`)
         warmup_steps (int): optimiser steps (not epochs) before the full penalty.
             (default: :obj:`100`)
         warmup_invariance (float): :math:`\lambda` during the warm-up. (default: :obj:`1.0`)
