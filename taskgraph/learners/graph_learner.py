@@ -41,13 +41,6 @@ __all__ = ["GraphLearner"]
 #: cost grows quickly with the task count, and above it the SEM's graph is reported
 AUTO_MAX_TASKS = 40
 
-#: ``structure_search="auto"`` keeps the SEM's graph only when its conditional BIC (per row) is
-#: below the hybrid DAG's by more than this margin: features that are effects of the labels
-#: (sensors) make that criterion favour the SEM's graph by up to 0.011 per row when its graph is
-#: the worse one (asia), while on ``planted_dag``, whose features cause the labels, the SEM's
-#: graph led by 0.064-0.209 (docs/gcnet.md)
-AUTO_SEM_MARGIN = 0.025
-
 
 def _run_hybrid(train: MultiTaskData) -> dict[str, Any]:
     """:func:`~taskgraph.structure.score_search.hybrid_search` on ``train``, with the error
@@ -106,9 +99,8 @@ class GraphLearner(BaseLearner):
             orient are marked undirected, and the SEM, ICE and EBM are fitted along the found
             DAG. ``"auto"``: with every task a classification task (and at most
             :data:`AUTO_MAX_TASKS` tasks), both graphs after the fit,
-            the SEM's graph reported only when its BIC of the labels given ``x``
-            (:func:`~taskgraph.structure.score_search.conditional_bic`) is lower than the
-            hybrid DAG's by more than :data:`AUTO_SEM_MARGIN` per row, else the hybrid DAG (then
+            the one with the lower BIC of the labels given ``x``
+            (:func:`~taskgraph.structure.score_search.conditional_bic`) reported (then
             ``inference_mode="auto"`` does not pick the SEM's marginals if the hybrid graph
             won); otherwise ``"sem"``. (default: :obj:`"auto"`; docs/gcnet.md has the
             measurements)
@@ -385,7 +377,7 @@ class GraphLearner(BaseLearner):
         bic_sem = conditional_bic(train, sem_graph)
         bic_hybrid = conditional_bic(train, hybrid["dag"])
         hybrid["info"].update(bic_sem=bic_sem, bic_hybrid=bic_hybrid)
-        chosen = "sem" if bic_sem < bic_hybrid - AUTO_SEM_MARGIN else "hybrid"
+        chosen = "hybrid" if bic_hybrid < bic_sem else "sem"
         if chosen == "hybrid":
             self._hybrid = hybrid
         self.task_graph_ = self._learned_graph()
