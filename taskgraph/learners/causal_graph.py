@@ -206,7 +206,9 @@ class CausalGraph(GraphLearner):
         valid = None
         if lam > 0:
             member, assign, valid = self._inv.assignment(batch, gates.dtype)
-        if valid is not None and self._inv.needs_pass(valid) and self._inv.conditional:
+        # one host synchronisation per step: needs_pass reads the device once
+        active = valid is not None and self._inv.needs_pass(valid)
+        if active and self._inv.conditional:
             h, s0, w, s1 = net.states(batch.x)
             out = net.heads(s1)
             per = lay.per_example_loss(out, batch.y)
@@ -216,7 +218,7 @@ class CausalGraph(GraphLearner):
                    else self._inv.conditional_penalty(per[..., None], batch.y, assign)
                    if kind == "cind_loss" else
                    self._inv.output_penalty(out, batch.y, assign, lay))
-        elif valid is not None and self._inv.needs_pass(valid):
+        elif active:
             parts: builtins.list[torch.Tensor] = []
 
             def forward(ex_gates: torch.Tensor) -> torch.Tensor:
