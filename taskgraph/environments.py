@@ -391,12 +391,9 @@ class RoutingInvariance:
     def sampler(self, n_rows: int, seed: int) -> Sampler | None:
         """Balanced sampling for the Trainer (``None`` when off or without environments):
         ``n_rows`` draws with replacement by :meth:`draw_probabilities`, seeded."""
-        if self.envs is None or self.envs.get("draw") is None:
+        q = self._draw(n_rows)
+        if q is None:
             return None
-        q = self.envs["draw"]
-        if q.shape[0] != n_rows:
-            raise ValidationError(
-                f"train: {n_rows} rows, but the environments were set up on {q.shape[0]}")
         gen = torch.Generator()
         gen.manual_seed(int(seed))
         return WeightedRandomSampler(q.double(), n_rows, replacement=True, generator=gen)
@@ -405,13 +402,19 @@ class RoutingInvariance:
         """Per-row weights ``N q_n`` of balanced sampling (``None`` when off): how often each
         training row is drawn relative to uniform draws, so that label statistics computed
         with them (e.g. GMTL's prior) describe the distribution the model was trained on."""
+        q = self._draw(n_rows)
+        return None if q is None else q.double() * n_rows
+
+    def _draw(self, n_rows: int) -> torch.Tensor | None:
+        """The balanced-sampling draw probabilities ``q[N]`` (``None`` when off), checked
+        against the ``n_rows`` of the data being trained on."""
         if self.envs is None or self.envs.get("draw") is None:
             return None
         q = self.envs["draw"]
         if q.shape[0] != n_rows:
             raise ValidationError(
                 f"train: {n_rows} rows, but the environments were set up on {q.shape[0]}")
-        return q.double() * n_rows
+        return q
 
     @staticmethod
     def codes(envs: dict[str, Any], y: torch.Tensor, env: torch.Tensor | None) -> torch.Tensor:
