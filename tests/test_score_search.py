@@ -188,6 +188,7 @@ def test_auto_structure_search_reports_the_lower_conditional_bic(collider_data):
                      validation_fraction=None, verbose=False).fit(collider_data)
     last = learner.history_[-1]
     assert last["structure_search"] in ("sem", "hybrid")
+    assert last["feature_direction"] == "none"       # two noise columns: the comparison runs
     chosen = "hybrid" if last["bic_hybrid"] < last["bic_sem"] else "sem"
     assert last["structure_search"] == chosen
     g = learner.task_graph_
@@ -225,3 +226,51 @@ def test_auto_records_why_it_kept_the_sem_graph_with_a_regression_task(collider_
     last = learner.history_[-1]
     assert "regression" in last["hybrid_skipped"]
     assert "bic_hybrid" not in last
+
+
+def _sensor_data(seed: int = 0) -> tg.MultiTaskData:
+    """Collider labels seen through two noisy sensor columns each (features downstream)."""
+    y = _sample(1500, 5, "collider")
+    rng = np.random.default_rng(seed)
+    x = np.repeat(y, 2, axis=1) + 0.7 * rng.standard_normal((len(y), 6))
+    return tg.MultiTaskData(x, y, tg.TaskSet([tg.Task(n, "binary") for n in "abc"]))
+
+
+def test_feature_direction_tells_causes_sensors_and_noise_apart():
+    from taskgraph.structure.score_search import feature_direction
+
+    rng = np.random.default_rng(1)
+    n = 3000
+    tasks = tg.TaskSet([tg.Task(n_, "binary") for n_ in "ab"])
+    # causes: independent columns, each label a function of three of them (a collider per pair)
+    x = rng.standard_normal((n, 6))
+    logits = np.stack([x[:, :3].sum(1), x[:, 3:].sum(1)], axis=1) * 2.0
+    y = (rng.random((n, 2)) < 1 / (1 + np.exp(-logits))).astype(float)
+    up = feature_direction(tg.MultiTaskData(x, y, tasks))
+    assert up["verdict"] == "upstream" and up["upstream_pairs"] >= 6 and up["pairs"] == 15
+    down = feature_direction(_sensor_data())
+    assert down["verdict"] == "downstream" and down["upstream_pairs"] == 0
+    # the two columns of each sensor, and the sensors of the dependent labels, are explained
+    assert down["downstream_pairs"] >= 3
+    noise = feature_direction(tg.MultiTaskData(rng.standard_normal((n, 6)), y, tasks))
+    assert noise["verdict"] == "none"
+    # rows with a missing label are left out; a single column cannot be judged
+    y_missing = y.copy()
+    y_missing[:100, 0] = np.nan
+    assert feature_direction(tg.MultiTaskData(x, y_missing, tasks))["rows"] == n - 100
+    assert feature_direction(tg.MultiTaskData(x[:, :1], y, tasks))["verdict"] == "none"
+
+
+def test_auto_takes_the_hybrid_dag_when_the_features_are_sensors():
+    """Sensor features: the labels' own distribution carries the graph, so ``auto`` reports the
+    hybrid search's DAG without the comparison given ``x`` (which would condition on the
+    labels' descendants), and says why in ``history_``."""
+    data = _sensor_data()
+    learner = create("gcnet", data.tasks, hidden=8, node_dim=8, epochs=2,
+                     validation_fraction=None, verbose=False).fit(data)
+    last = learner.history_[-1]
+    assert last["structure_search"] == "hybrid" and last["feature_direction"] == "downstream"
+    assert "bic_sem" not in last
+    dag = learner.task_graph_.adjacency != 0
+    assert dag[0, 2] and dag[1, 2] and dag.sum() == 2
+    assert learner.task_graph_.meta["hybrid_feature_direction"] == "downstream"

@@ -98,8 +98,11 @@ class GraphLearner(BaseLearner):
             (:func:`~taskgraph.structure.score_search.hybrid_search`); edges the data cannot
             orient are marked undirected, and the SEM, ICE and EBM are fitted along the found
             DAG. ``"auto"``: with every task a classification task (and at most
-            :data:`AUTO_MAX_TASKS` tasks), both graphs after the fit,
-            the one with the lower BIC of the labels given ``x``
+            :data:`AUTO_MAX_TASKS` tasks), both graphs after the fit; the hybrid DAG when
+            the features are effects of the labels (sensors: conditioning on the labels
+            removes the features' dependence,
+            :func:`~taskgraph.structure.score_search.feature_direction`), else the one with
+            the lower BIC of the labels given ``x``
             (:func:`~taskgraph.structure.score_search.conditional_bic`) reported (then
             ``inference_mode="auto"`` does not pick the SEM's marginals if the hybrid graph
             won); otherwise ``"sem"``. (default: :obj:`"auto"`; docs/gcnet.md has the
@@ -358,11 +361,13 @@ class GraphLearner(BaseLearner):
         self.inference_ = self._choose_inference(val)
 
     def _auto_structure(self, train: MultiTaskData) -> None:
-        """``structure_search="auto"``: the SEM's graph or the hybrid search's DAG, whichever
-        has the lower :func:`~taskgraph.structure.score_search.conditional_bic` on ``train``
-        (both are judged as models of the labels given ``x``); recorded in the graph's meta and
-        in ``history_``."""
-        from taskgraph.structure.score_search import conditional_bic
+        """``structure_search="auto"``: the hybrid search's DAG when the features sit downstream
+        of the labels (:func:`~taskgraph.structure.score_search.feature_direction`), otherwise
+        the SEM's graph or the hybrid DAG, whichever has the lower
+        :func:`~taskgraph.structure.score_search.conditional_bic` on ``train`` (both judged as
+        models of the labels given ``x``); recorded in the graph's meta and in ``history_``
+        (``structure_search``, ``feature_direction``, ``bic_sem``, ``bic_hybrid``)."""
+        from taskgraph.structure.score_search import conditional_bic, feature_direction
 
         self._hybrid = None
         sem_graph = self._learned_graph().adjacency != 0
@@ -374,16 +379,23 @@ class GraphLearner(BaseLearner):
             if self.history_:
                 self.history_[-1].update(structure_search="sem")
             return
-        bic_sem = conditional_bic(train, sem_graph)
-        bic_hybrid = conditional_bic(train, hybrid["dag"])
-        hybrid["info"].update(bic_sem=bic_sem, bic_hybrid=bic_hybrid)
-        chosen = "hybrid" if bic_hybrid < bic_sem else "sem"
+        direction = feature_direction(train, seed=int(self.seed))
+        record: dict[str, Any] = {"feature_direction": direction["verdict"]}
+        if direction["verdict"] == "downstream":
+            # the features are effects of the labels: the labels' own distribution carries the
+            # task graph, and the comparison given x would condition on the labels' descendants
+            chosen = "hybrid"
+        else:
+            bic_sem = conditional_bic(train, sem_graph)
+            bic_hybrid = conditional_bic(train, hybrid["dag"])
+            record.update(bic_sem=bic_sem, bic_hybrid=bic_hybrid)
+            chosen = "hybrid" if bic_hybrid < bic_sem else "sem"
+        hybrid["info"].update(record)
         if chosen == "hybrid":
             self._hybrid = hybrid
         self.task_graph_ = self._learned_graph()
         if self.history_:
-            self.history_[-1].update(structure_search=chosen, bic_sem=bic_sem,
-                                     bic_hybrid=bic_hybrid)
+            self.history_[-1].update(structure_search=chosen, **record)
 
     def _train_state(self) -> dict[str, Any]:
         st = self.model_.structure

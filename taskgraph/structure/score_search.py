@@ -42,8 +42,8 @@ import torch
 
 from taskgraph.exceptions import ValidationError
 
-__all__ = ["LocalScore", "hill_climb", "identified_orientation", "hybrid_search",
-           "PC_SETTINGS", "conditional_bic", "search_graph"]
+__all__ = ["LocalScore", "PC_SETTINGS", "conditional_bic", "feature_direction", "hill_climb",
+           "hybrid_search", "identified_orientation", "search_graph"]
 
 
 class LocalScore:
@@ -264,3 +264,77 @@ def conditional_bic(data: Any, adjacency: np.ndarray) -> float:
     n_params = float(((r[:, None] - 1) * (r[None, :] - 1) * adj).sum())
     n = max(len(data), 2)
     return float(float(nll.sum()) + n_params * np.log(n) / (2 * n))
+
+
+#: pairs of feature columns tested by :func:`feature_direction` (columns beyond this many are a
+#: random subset) and the rows it reads
+DIRECTION_MAX_COLUMNS = 256
+DIRECTION_MAX_ROWS = 20000
+#: :math:`\chi^2_1` quantile at 0.001: a pair's squared correlation times ``N`` above this is a
+#: dependence
+DIRECTION_CHI2 = 10.83
+
+
+def feature_direction(data: Any, *, max_columns: int = DIRECTION_MAX_COLUMNS,
+                      seed: int = 0) -> dict[str, Any]:
+    r"""Whether ``data``'s features sit upstream of its labels (causes, which confound the
+    labels) or downstream of them (sensors, effects), read from how conditioning on the
+    labels changes the dependence between pairs of feature columns.
+
+    For each pair :math:`(a, b)` of columns, :math:`r_0` is their correlation and :math:`r_1`
+    the correlation of their residuals after a least-squares regression on all labels (one-hot,
+    rows with every label observed). With :math:`N` rows, a pair is
+
+    - **collider** (``"upstream_pairs"``) when :math:`N r_1^2 > 10.83` and
+      :math:`r_1^2 > 4 r_0^2`: the labels *create* the dependence, as they do between two
+      causes of a common label;
+    - **explained** (``"downstream_pairs"``) when :math:`N r_0^2 > 10.83` and
+      :math:`r_0^2 > 4 r_1^2`: the labels *remove* it, as between two effects of the labels.
+
+    With :math:`k = \max(1, \lfloor \text{pairs} / 1000 \rfloor)` (the false positives
+    expected at the 0.001 level), ``"verdict"`` is ``"upstream"`` when more than :math:`k`
+    pairs are colliders, else ``"downstream"`` when more than :math:`k` pairs are explained,
+    else ``"none"`` (pure noise, or too few columns to tell; a mix of causes and sensors is
+    ``"upstream"``). With downstream features the labels' own
+    distribution carries the task graph and a search on the labels alone is the right one;
+    with upstream ones the labels are confounded by ``x`` and graphs must be compared given
+    ``x`` (:func:`conditional_bic`). ``structure_search="auto"`` reads it (docs/gcnet.md)."""
+    n_rows = len(data)
+    x = data.x.detach().cpu().reshape(n_rows, -1).double().numpy()
+    y = data.y.detach().cpu().double().numpy()
+    keep = ~np.isnan(y).any(axis=1)
+    rng = np.random.default_rng(seed)
+    rows = np.flatnonzero(keep)
+    if len(rows) > DIRECTION_MAX_ROWS:
+        rows = np.sort(rng.choice(rows, DIRECTION_MAX_ROWS, replace=False))
+    x, y = x[rows], y[rows]
+    if x.shape[1] > max_columns:
+        x = x[:, np.sort(rng.choice(x.shape[1], max_columns, replace=False))]
+    x = x[:, x.std(axis=0) > 1e-12] if len(x) else x
+    n, d = x.shape
+    out: dict[str, Any] = {"pairs": d * (d - 1) // 2, "upstream_pairs": 0,
+                           "downstream_pairs": 0, "rows": n, "verdict": "none"}
+    if d < 2 or n < 10:
+        return out
+    cols = [np.ones((n, 1))]
+    for j, task in enumerate(data.tasks):
+        if task.is_classification:
+            cols.append(np.eye(task.n_states)[y[:, j].astype(int)][:, 1:])
+        else:
+            cols.append(y[:, j:j + 1])
+    design = np.hstack(cols)
+    beta = np.linalg.lstsq(design, x, rcond=None)[0]
+
+    def sq_corr(z: np.ndarray) -> np.ndarray:
+        z = z - z.mean(axis=0)
+        sd = np.sqrt((z * z).mean(axis=0))
+        z = z / np.where(sd > 1e-12, sd, 1.0)
+        return ((z.T @ z) / n)[np.triu_indices(d, 1)] ** 2
+
+    r0, r1 = sq_corr(x), sq_corr(x - design @ beta)
+    up = int(((n * r1 > DIRECTION_CHI2) & (r1 > 4 * r0)).sum())
+    down = int(((n * r0 > DIRECTION_CHI2) & (r0 > 4 * r1)).sum())
+    k = max(1, out["pairs"] // 1000)
+    verdict = "upstream" if up > k else "downstream" if down > k else "none"
+    out.update(upstream_pairs=up, downstream_pairs=down, verdict=verdict)
+    return out
