@@ -14,14 +14,7 @@ from taskgraph.exceptions import ValidationError
 from taskgraph.graph import TaskGraph
 from taskgraph.learners.base import BaseLearner, register
 from taskgraph.nn.heads import TaskHeads
-from taskgraph.nn.task_sharing import (
-    check_grid,
-    fit_heads,
-    head_vectors,
-    kind_groups,
-    mean_task_loss,
-    relatedness_graph,
-)
+from taskgraph.nn.task_sharing import check_grid, select_shared_heads
 from taskgraph.tasks import Task, TaskSet
 
 __all__ = ["GraphShare"]
@@ -167,11 +160,6 @@ class GraphShare(BaseLearner):
         return torch.cat([self.model_.features(data.x[i:i + batch_size].to(device))
                           for i in range(0, len(data), batch_size)])
 
-    def _ridge_vector(self, trunk: float, inputs: float, width: int) -> torch.Tensor:
-        r = torch.full((width,), float(inputs), device=self.device_)
-        r[: self.n_trunk_features_] = float(trunk)
-        return r
-
     def _after_fit(self, train: MultiTaskData, val: MultiTaskData | None) -> None:
         self.sharing_: dict[str, Any] = {"refit": bool(self.refit), "candidates": []}
         adjacency = torch.zeros(len(self.tasks_set_), len(self.tasks_set_))
@@ -181,97 +169,19 @@ class GraphShare(BaseLearner):
 
     def _refit_heads(self, train: MultiTaskData, val: MultiTaskData | None) -> torch.Tensor:
         heads = self.model_.heads
-        layout, mask = self.layout_, heads.col_mask
-        phi, y = self._features(train), train.y.to(self.device_)
         phi_val = y_val = None
         if val is not None:
             phi_val, y_val = self._features(val), val.y.to(self.device_)
-        width = phi.shape[1]
-        candidates = self.sharing_["candidates"]
-        selecting = phi_val is not None
-        Fit = tuple[torch.Tensor, torch.Tensor]
-
-        def middle(grid: tuple[float, ...]) -> float:
-            return tuple(grid)[len(grid) // 2]
-
-        # without skip every feature is an encoder feature: only trunk_ridges applies
-        input_grid = tuple(self.ridges) if self.skip else (middle(self.ridges),)
-        trunk_grid = tuple(self.trunk_ridges)
-        if not selecting:           # no validation data: the middle of every grid
-            input_grid, trunk_grid = (middle(self.ridges),), (middle(self.trunk_ridges),)
-        best: list[Any] = []        # [loss, choice, fit, adjacency]
-
-        def consider(choice: dict[str, Any], fit: Fit, adjacency: torch.Tensor | None) -> None:
-            loss = (mean_task_loss(phi_val, y_val, layout, *fit) if selecting
-                    else float("nan"))
-            candidates.append({**choice, "val_loss": loss})
-            # without validation data the last candidate (the graph's, when there is one) wins
-            if not best or not selecting or loss < best[0]:
-                best[:] = [loss, choice, fit, adjacency]
-
-        def fit_at(trunk: float, inputs: float, init: Fit | None, strength: float = 0.0,
-                   adjacency: torch.Tensor | None = None) -> Fit:
-            return fit_heads(phi, y, layout, mask, ridge=self._ridge_vector(trunk, inputs, width),
-                             strength=strength, adjacency=adjacency, init=init,
-                             max_iter=self.max_iter)
-
-        # 1. ridge-only heads: the graph-free reference and the source of the graph
-        fit: Fit | None = None
-        for tr in trunk_grid:
-            for r in input_grid:
-                fit = fit_at(tr, r, fit)
-                consider({"trunk_ridge": tr, "ridge": r, "strength": 0.0, "min_cosine": None},
-                         fit, None)
-        base_loss, base_choice, base_fit, _ = best
-        groups = kind_groups(layout)
-        vectors = head_vectors(base_fit[0], mask)
-        taus = tuple(self.min_cosine) if selecting else (middle(self.min_cosine),)
-
-        def graph_at(tau: float) -> torch.Tensor:
-            return relatedness_graph(vectors, k=self.k, min_cosine=tau, groups=groups,
-                                     signed=bool(self.signed))
-
-        chosen_graph = graph_at(middle(self.min_cosine))
-        first = graph_at(middle(taus))
-        if self.graph and bool((first != 0).any()):
-            # 2. the graph prior at the middle threshold: ridge x strength, the encoder-block
-            #    ridge of the graph-free choice (a graph lets the ridge be smaller: each head
-            #    is held by its neighbours instead of by zero)
-            tr0 = base_choice["trunk_ridge"]
-            lams = tuple(self.strengths) if selecting else (middle(self.strengths),)
-            for r in input_grid:
-                fit = base_fit
-                for lam in lams:
-                    fit = fit_at(tr0, r, fit, lam, first)
-                    consider({"trunk_ridge": tr0, "ridge": r, "strength": lam,
-                              "min_cosine": middle(taus)}, fit, first)
-            # 3. at the chosen ridge and strength: the other thresholds, then encoder ridges
-            if best[1]["strength"] > 0:
-                seen = [first]
-                for tau in taus:
-                    adjacency = graph_at(tau)
-                    if any(torch.equal(adjacency, a) for a in seen) or not bool(
-                            (adjacency != 0).any()):
-                        continue
-                    seen.append(adjacency)
-                    c = best[1]
-                    consider({**c, "min_cosine": tau}, fit_at(
-                        c["trunk_ridge"], c["ridge"], best[2], c["strength"], adjacency),
-                        adjacency)
-                c = best[1]
-                for tr in trunk_grid:
-                    if tr != c["trunk_ridge"]:
-                        consider({**c, "trunk_ridge": tr}, fit_at(
-                            tr, c["ridge"], best[2], c["strength"], best[3]), best[3])
-        loss, choice, (weight, bias), adjacency = best
-        if adjacency is not None:
-            chosen_graph = adjacency
+        weight, bias, adjacency, record = select_shared_heads(
+            self._features(train), train.y.to(self.device_), self.layout_, heads.col_mask,
+            n_trunk=self.n_trunk_features_, phi_val=phi_val, y_val=y_val,
+            graph=bool(self.graph), signed=bool(self.signed), skip=bool(self.skip),
+            k=int(self.k), min_cosine=self.min_cosine, strengths=self.strengths,
+            ridges=self.ridges, trunk_ridges=self.trunk_ridges, max_iter=int(self.max_iter))
         heads.weight.data.copy_(weight)
         heads.bias.data.copy_(bias)
-        self.sharing_.update(choice)
-        self.sharing_["val_loss"] = loss
-        self.sharing_["val_loss_without_graph"] = base_loss
-        return chosen_graph.detach().cpu()
+        self.sharing_.update(record)
+        return adjacency
 
     def _relatedness_graph(self, adjacency: torch.Tensor) -> TaskGraph:
         strength = float(self.sharing_.get("strength", 0.0))

@@ -25,6 +25,7 @@ tasks above ``min_cosine``). It is undirected: :math:`A` is symmetric.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -32,7 +33,7 @@ from taskgraph.exceptions import ValidationError
 from taskgraph.nn.heads import OutputLayout
 
 __all__ = ["relatedness_graph", "graph_penalty", "fit_heads", "head_vectors", "kind_groups",
-           "observed_slots", "mean_task_loss", "check_grid"]
+           "observed_slots", "mean_task_loss", "check_grid", "select_shared_heads"]
 
 
 def kind_groups(layout: OutputLayout) -> torch.Tensor:
@@ -219,3 +220,144 @@ def check_grid(name: str, values: Sequence[float], low: float = 0.0) -> tuple[fl
             raise ValidationError(f"{name}: expected finite numbers >= {low}, got {values!r}")
         out.append(float(v))
     return tuple(out)
+
+
+def select_shared_heads(
+    phi: torch.Tensor,
+    y: torch.Tensor,
+    layout: OutputLayout,
+    col_mask: torch.Tensor,
+    *,
+    n_trunk: int,
+    phi_val: torch.Tensor | None = None,
+    y_val: torch.Tensor | None = None,
+    graph: bool = True,
+    signed: bool = True,
+    skip: bool = True,
+    k: int = 10,
+    min_cosine: Sequence[float] = (0.3, 0.5, 0.7),
+    strengths: Sequence[float] = (1.0, 3.0, 10.0, 30.0),
+    ridges: Sequence[float] = (0.1, 0.3, 3.0),
+    trunk_ridges: Sequence[float] = (3.0, 30.0, 1000.0),
+    max_iter: int = 200,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+    r"""Heads on fixed features :math:`\phi = [\text{trunk} \| \text{input}]`, refitted
+    exactly (:func:`fit_heads`) and chosen on validation data, with and without the
+    relatedness-graph prior (the read-out of :class:`~taskgraph.learners.GraphShare`, and the
+    ``share`` read-out of the graph learners).
+
+    1. Ridge-only heads over ``trunk_ridges`` × ``ridges`` (ridge :math:`r_h` on the first
+       ``n_trunk`` columns, :math:`r` on the rest; without ``skip`` every column is a trunk
+       column and the middle of ``ridges`` is used).
+    2. With ``graph``: the relatedness graph of the best ridge-only heads at the middle
+       ``min_cosine`` (:func:`relatedness_graph`), and the graph prior over ``ridges`` ×
+       ``strengths`` at the chosen :math:`r_h`; if a graph fit wins, the other thresholds and
+       then the other trunk ridges at the chosen pair.
+
+    Every candidate competes on the validation loss (:func:`mean_task_loss`), so the graph is
+    dropped where it does not lower it. Without validation data the middle of every grid is
+    used and the graph's fit (when there is one) is kept.
+
+    Args:
+        phi (Tensor): ``[N, d]`` training features; ``y`` ``[N, T]`` (NaN = missing).
+        layout (OutputLayout), col_mask (Tensor): the tasks' outputs (``[T, C_max]`` mask).
+        n_trunk (int): leading columns of ``phi`` that get the trunk ridge.
+        phi_val (Tensor, optional), y_val (Tensor, optional): validation features and labels.
+        graph, signed, skip, k, min_cosine, strengths, ridges, trunk_ridges, max_iter: as in
+            :class:`~taskgraph.learners.GraphShare`.
+
+    Returns:
+        tuple: ``(W [T, d, C_max], b [T, C_max], A [T, T], record)``: the chosen heads, the
+        relatedness graph (the chosen one, or the middle threshold's when no graph fit won;
+        zeros without ``graph``) and ``record`` (the choice: ``trunk_ridge``, ``ridge``,
+        ``strength`` (0: no graph), ``min_cosine``, ``val_loss``,
+        ``val_loss_without_graph`` and ``candidates``, each with its validation loss).
+    """
+    width = phi.shape[1]
+    candidates: list[dict[str, Any]] = []
+    selecting = phi_val is not None and y_val is not None
+    Fit = tuple[torch.Tensor, torch.Tensor]
+
+    def middle(grid: Sequence[float]) -> float:
+        return tuple(grid)[len(grid) // 2]
+
+    def ridge_vector(trunk: float, inputs: float) -> torch.Tensor:
+        r = torch.full((width,), float(inputs), device=phi.device)
+        r[:n_trunk] = float(trunk)
+        return r
+
+    # without skip every feature is an encoder feature: only trunk_ridges applies
+    input_grid = tuple(ridges) if skip else (middle(ridges),)
+    trunk_grid = tuple(trunk_ridges)
+    if not selecting:           # no validation data: the middle of every grid
+        input_grid, trunk_grid = (middle(ridges),), (middle(trunk_ridges),)
+    best: list[Any] = []        # [loss, choice, fit, adjacency]
+
+    def consider(choice: dict[str, Any], fit: Fit, adjacency: torch.Tensor | None) -> None:
+        loss = (mean_task_loss(phi_val, y_val, layout, *fit) if selecting
+                else float("nan"))
+        candidates.append({**choice, "val_loss": loss})
+        # without validation data the last candidate (the graph's, when there is one) wins
+        if not best or not selecting or loss < best[0]:
+            best[:] = [loss, choice, fit, adjacency]
+
+    def fit_at(trunk: float, inputs: float, init: Fit | None, strength: float = 0.0,
+               adjacency: torch.Tensor | None = None) -> Fit:
+        return fit_heads(phi, y, layout, col_mask, ridge=ridge_vector(trunk, inputs),
+                         strength=strength, adjacency=adjacency, init=init, max_iter=max_iter)
+
+    # 1. ridge-only heads: the graph-free reference and the source of the graph
+    fit: Fit | None = None
+    for tr in trunk_grid:
+        for r in input_grid:
+            fit = fit_at(tr, r, fit)
+            consider({"trunk_ridge": tr, "ridge": r, "strength": 0.0, "min_cosine": None},
+                     fit, None)
+    base_loss, base_choice, base_fit, _ = best
+    groups = kind_groups(layout)
+    vectors = head_vectors(base_fit[0], col_mask)
+    taus = tuple(min_cosine) if selecting else (middle(min_cosine),)
+
+    def graph_at(tau: float) -> torch.Tensor:
+        return relatedness_graph(vectors, k=k, min_cosine=tau, groups=groups, signed=signed)
+
+    chosen_graph = graph_at(middle(min_cosine))
+    first = graph_at(middle(taus))
+    if graph and bool((first != 0).any()):
+        # 2. the graph prior at the middle threshold: ridge x strength, the encoder-block
+        #    ridge of the graph-free choice (a graph lets the ridge be smaller: each head
+        #    is held by its neighbours instead of by zero)
+        tr0 = base_choice["trunk_ridge"]
+        lams = tuple(strengths) if selecting else (middle(strengths),)
+        for r in input_grid:
+            fit = base_fit
+            for lam in lams:
+                fit = fit_at(tr0, r, fit, lam, first)
+                consider({"trunk_ridge": tr0, "ridge": r, "strength": lam,
+                          "min_cosine": middle(taus)}, fit, first)
+        # 3. at the chosen ridge and strength: the other thresholds, then encoder ridges
+        if best[1]["strength"] > 0:
+            seen = [first]
+            for tau in taus:
+                adjacency = graph_at(tau)
+                if any(torch.equal(adjacency, a) for a in seen) or not bool(
+                        (adjacency != 0).any()):
+                    continue
+                seen.append(adjacency)
+                c = best[1]
+                consider({**c, "min_cosine": tau}, fit_at(
+                    c["trunk_ridge"], c["ridge"], best[2], c["strength"], adjacency),
+                    adjacency)
+            c = best[1]
+            for tr in trunk_grid:
+                if tr != c["trunk_ridge"]:
+                    consider({**c, "trunk_ridge": tr}, fit_at(
+                        tr, c["ridge"], best[2], c["strength"], best[3]), best[3])
+    loss, choice, (weight, bias), adjacency = best
+    if adjacency is not None:
+        chosen_graph = adjacency
+    if not graph:
+        chosen_graph = torch.zeros_like(chosen_graph)
+    record = {**choice, "val_loss": loss, "val_loss_without_graph": base_loss,
+              "candidates": candidates}
+    return weight, bias, chosen_graph.detach().cpu(), record
