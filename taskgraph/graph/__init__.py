@@ -8,6 +8,8 @@ negative), the task names in their fixed order, and optionally
   exported as *module → task* edges;
 - ``candidates[T, T]``: the boolean search space of structure learning;
 - ``raw[T, T]``: un-thresholded weights (e.g. edge probabilities) kept beside the adjacency;
+- ``confidence[T, T]``: edge stability in ``[0, 1]`` (e.g. bootstrap frequencies,
+  :func:`taskgraph.structure.bootstrap.bootstrap_confidence`), the edge attribute ``confidence``;
 - ``undirected[T, T]``: the symmetric mark of edges ``i — j`` the learner could not orient (both
   directions in the adjacency), as in a CPDAG;
 - ``meta``: graph-level attributes (method, seed, threshold, ...) with str/int/float/bool values;

@@ -5,15 +5,17 @@ A :class:`~taskgraph.graph.TaskGraph` becomes a ``networkx.DiGraph``:
 - nodes are the task names (node id *and* ``label`` attribute) with ``kind="task"`` and ``index``
   (position in the task order), then the modules with ``kind="module"``;
 - edges exist only for non-zero weights: task edges have ``kind="task"``, ``weight`` and, when
-  given, ``raw`` and ``candidate``; when the graph has undirected edges, every task edge has the
-  boolean ``undirected`` (``True`` on both directions ``i -> j`` and ``j -> i`` of an undirected
-  edge ``i — j``); routing edges go module → task with ``kind="routing"`` and ``weight`` = gate;
+  given, ``raw``, ``confidence`` and ``candidate``; when the graph has undirected edges, every
+  task edge has the boolean ``undirected`` (``True`` on both directions ``i -> j`` and ``j -> i``
+  of an undirected edge ``i — j``); routing edges go module → task with ``kind="routing"`` and
+  ``weight`` = gate;
 - graph attributes are the meta items, ``learned`` and the JSON strings ``taskgraph_candidates``
-  (``[src, dst]`` index pairs of the candidate mask) and ``taskgraph_raw`` (the ``[T][T]`` raw
-  matrix), so values of absent edges need no phantom edges.
+  (``[src, dst]`` index pairs of the candidate mask), ``taskgraph_raw`` (the ``[T][T]`` raw
+  matrix) and ``taskgraph_confidence`` (the ``[T][T]`` confidence matrix), so values of absent
+  edges need no phantom edges.
 
 Files add an exact graph-level record (:func:`_file_graph`, :func:`_header_native`):
-``taskgraph_version``, ``learned``, ``taskgraph_meta`` (the meta with its types) and the two
+``taskgraph_version``, ``learned``, ``taskgraph_meta`` (the meta with its types) and the three
 index-based attributes above. :func:`from_networkx` reads both this schema and plain directed
 graphs (every node a task, a missing ``weight`` is 1); the helpers after it are shared by the
 file readers.
@@ -69,6 +71,8 @@ def to_networkx(graph: TaskGraph) -> nx.DiGraph:
         g.graph["taskgraph_candidates"] = _json_dumps(_candidate_pairs(graph))
     if graph._raw is not None:
         g.graph["taskgraph_raw"] = _json_dumps(graph._raw.tolist())
+    if graph._conf is not None:
+        g.graph["taskgraph_confidence"] = _json_dumps(graph._conf.tolist())
     for i, name in enumerate(names):
         g.add_node(name, kind="task", index=i, label=name)
     for k, name in enumerate(modules):
@@ -78,6 +82,8 @@ def to_networkx(graph: TaskGraph) -> nx.DiGraph:
         attrs: dict[str, Any] = {"weight": float(adj[i, j]), "kind": "task"}
         if graph._raw is not None:
             attrs["raw"] = float(graph._raw[i, j])
+        if graph._conf is not None:
+            attrs["confidence"] = float(graph._conf[i, j])
         if graph._cand is not None:
             attrs["candidate"] = bool(graph._cand[i, j])
         if graph._undir is not None:
@@ -109,7 +115,7 @@ def _file_graph(graph: TaskGraph, *, xml_safe: bool) -> nx.DiGraph:
         "learned": graph._learned,
         "taskgraph_meta": _json_dumps(graph._meta),
     }
-    for key in ("taskgraph_candidates", "taskgraph_raw"):
+    for key in ("taskgraph_candidates", "taskgraph_raw", "taskgraph_confidence"):
         if key in g.graph:
             header[key] = g.graph[key]
     readable = {
@@ -139,6 +145,8 @@ def _header_native(graph: TaskGraph) -> dict[str, Any]:
         header["taskgraph_candidates"] = _candidate_pairs(graph)
     if graph._raw is not None:
         header["taskgraph_raw"] = graph._raw.tolist()
+    if graph._conf is not None:
+        header["taskgraph_confidence"] = graph._conf.tolist()
     return header
 
 
@@ -198,7 +206,8 @@ def from_networkx(
             raise GraphFormatError(
                 f"node {node!r}: unknown kind {kind!r} (expected 'task' or 'module')"
             )
-    # Index-based graph attributes (taskgraph_raw, taskgraph_candidates) refer to this order.
+    # Index-based graph attributes (taskgraph_raw, taskgraph_confidence, taskgraph_candidates)
+    # refer to this order.
     natural = _node_order(task_nodes, "task", strict)
     if tasks is None:
         names = natural
@@ -221,6 +230,7 @@ def from_networkx(
     adj = np.zeros((n, n))
     routing = np.zeros((n, n_mod)) if n_mod else None
     raw_edges: dict[tuple[int, int], float] = {}
+    conf_edges: dict[tuple[int, int], float] = {}
     cand_edges: dict[tuple[int, int], bool] = {}
     undirected = np.zeros((n, n), dtype=bool)
     default_weight = None if strict else 1.0
@@ -240,6 +250,8 @@ def from_networkx(
             adj[i, j] = _edge_float(data, "weight", u, v, default_weight)
             if "raw" in data:
                 raw_edges[i, j] = _edge_float(data, "raw", u, v, None)
+            if "confidence" in data:
+                conf_edges[i, j] = _edge_float(data, "confidence", u, v, None)
             if "candidate" in data:
                 cand_edges[i, j] = _parse_bool(data["candidate"], f"edge {u!r} -> {v!r}: candidate")
             if "undirected" in data:
@@ -270,6 +282,14 @@ def from_networkx(
         raw = np.zeros((n, n))
         for (i, j), value in raw_edges.items():
             raw[i, j] = value
+    confidence: Any = None
+    if gattrs.get("taskgraph_confidence") is not None:
+        confidence = _maybe_json(gattrs["taskgraph_confidence"], "taskgraph_confidence")
+        confidence = _float_matrix(confidence, "taskgraph_confidence", n, n)
+    elif conf_edges:
+        confidence = np.zeros((n, n))
+        for (i, j), value in conf_edges.items():
+            confidence[i, j] = value
     candidates: Any = None
     if gattrs.get("taskgraph_candidates") is not None:
         pairs = _maybe_json(gattrs["taskgraph_candidates"], "taskgraph_candidates")
@@ -282,6 +302,8 @@ def from_networkx(
         perm = [natural.index(name) for name in names]
         if gattrs.get("taskgraph_raw") is not None:
             raw = raw[np.ix_(perm, perm)]
+        if gattrs.get("taskgraph_confidence") is not None:
+            confidence = confidence[np.ix_(perm, perm)]
         if gattrs.get("taskgraph_candidates") is not None:
             candidates = candidates[np.ix_(perm, perm)]
     return cls(
@@ -294,6 +316,7 @@ def from_networkx(
         meta=_graph_meta(gattrs),
         raw=raw,
         undirected=undirected,
+        confidence=confidence,
     )
 
 

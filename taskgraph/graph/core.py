@@ -47,6 +47,18 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["TaskGraph"]
 
 
+def _confidence_matrix(value: Any, n: int) -> np.ndarray:
+    """Validate the ``confidence`` argument: ``[n, n]``, finite (no NaN), values in ``[0, 1]``."""
+    arr = _float_matrix(value, "confidence", n, n)
+    bad = (arr < 0.0) | (arr > 1.0)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise ValidationError(
+            f"confidence: entries must lie in [0, 1], found {arr[i, j]} at [{i}, {j}]"
+        )
+    return arr
+
+
 class TaskGraph:
     r"""A weighted causal graph over tasks, with optional task → module routing.
 
@@ -80,6 +92,11 @@ class TaskGraph:
         undirected (array-like, optional): ``[T, T]`` symmetric boolean mask of the undirected
             edges; a marked pair needs non-zero weights in both directions. An all-``False``
             mask is the same as ``None``.
+        confidence (array-like, optional): ``[T, T]`` edge stability in ``[0, 1]`` (e.g. the
+            fraction of bootstrap resamples in which ``i → j`` was found,
+            :func:`taskgraph.structure.bootstrap.bootstrap_confidence`); ``NaN`` is not
+            allowed. Kept beside the adjacency like ``raw``, exported as the edge attribute
+            ``confidence`` and drawn as edge opacity by :meth:`plot`.
 
     Raises:
         ValidationError: on a bad argument; the message names it.
@@ -94,7 +111,7 @@ class TaskGraph:
     """
 
     __slots__ = ("_names", "_index", "_adj", "_routing", "_modules", "_cand", "_learned",
-                 "_meta", "_raw", "_undir")
+                 "_meta", "_raw", "_undir", "_conf")
 
     def __init__(
         self,
@@ -108,6 +125,7 @@ class TaskGraph:
         meta: Mapping[str, Any] | None = None,
         raw: Any = None,
         undirected: Any = None,
+        confidence: Any = None,
     ) -> None:
         names = _validate_names(tasks)
         n = len(names)
@@ -134,6 +152,9 @@ class TaskGraph:
         self._meta: dict[str, MetaValue] = _validate_meta(meta)
         self._raw: np.ndarray | None = None if raw is None else _float_matrix(raw, "raw", n, n)
         self._undir: np.ndarray | None = _undirected_mask(undirected, adj, names)
+        self._conf: np.ndarray | None = (
+            None if confidence is None else _confidence_matrix(confidence, n)
+        )
 
     # ---------------------------------------------------------------- constructors
 
@@ -206,10 +227,10 @@ class TaskGraph:
 
         Nodes with ``kind="module"`` are modules; every other node (``kind="task"`` or no kind)
         is a task. Task → task edges give the adjacency (``weight``, default 1; optional ``raw``,
-        ``candidate`` and ``undirected``, which must be set on both directions of a pair),
-        module → task edges the routing gates. Graph attributes give
-        ``learned``, ``taskgraph_candidates``, ``taskgraph_raw`` and the meta (all other scalar
-        attributes, or the JSON object ``taskgraph_meta`` when present).
+        ``confidence``, ``candidate`` and ``undirected``, which must be set on both directions
+        of a pair), module → task edges the routing gates. Graph attributes give ``learned``,
+        ``taskgraph_candidates``, ``taskgraph_raw``, ``taskgraph_confidence`` and the meta (all
+        other scalar attributes, or the JSON object ``taskgraph_meta`` when present).
 
         Args:
             g (networkx.DiGraph): node ids are the task (and module) names.
@@ -248,6 +269,7 @@ class TaskGraph:
             meta=data.get("meta"),
             raw=data.get("raw"),
             undirected=data.get("undirected"),
+            confidence=data.get("confidence"),
         )
 
     def _evolve(self, **changes: Any) -> TaskGraph:
@@ -262,6 +284,7 @@ class TaskGraph:
             "meta": self._meta,
             "raw": self._raw,
             "undirected": self._undir,
+            "confidence": self._conf,
         }
         if "adjacency" in changes and "undirected" not in changes and self._undir is not None:
             new = np.asarray(changes["adjacency"]) != 0
@@ -320,6 +343,11 @@ class TaskGraph:
     def raw(self) -> np.ndarray | None:
         """``[T, T]`` float64 un-thresholded weights (a copy), or ``None``."""
         return None if self._raw is None else self._raw.copy()
+
+    @property
+    def confidence(self) -> np.ndarray | None:
+        """``[T, T]`` float64 edge confidence in ``[0, 1]`` (a copy), or ``None``."""
+        return None if self._conf is None else self._conf.copy()
 
     @property
     def undirected(self) -> np.ndarray | None:
@@ -452,6 +480,7 @@ class TaskGraph:
             "meta": dict(self._meta),
             "raw": None if self._raw is None else self._raw.tolist(),
             "undirected": None if self._undir is None else self._undir.tolist(),
+            "confidence": None if self._conf is None else self._conf.tolist(),
         }
 
     # ---------------------------------------------------------------- networkx
@@ -461,11 +490,11 @@ class TaskGraph:
 
         Nodes: the task names in order (``kind="task"``, ``index``, ``label``), then the modules
         (``kind="module"``). Edges: task edges with ``kind="task"``, ``weight`` (python float),
-        ``raw`` and ``candidate`` when given, and ``undirected`` (bool, ``True`` on both
-        directions of an undirected edge) when the graph has undirected edges; routing edges
-        module → task with ``kind="routing"`` and ``weight`` = gate (non-zero gates only).
-        Graph attributes: the meta items, ``learned``, and JSON strings
-        ``taskgraph_candidates`` / ``taskgraph_raw`` when given.
+        ``raw``, ``confidence`` (python float) and ``candidate`` when given, and ``undirected``
+        (bool, ``True`` on both directions of an undirected edge) when the graph has undirected
+        edges; routing edges module → task with ``kind="routing"`` and ``weight`` = gate
+        (non-zero gates only). Graph attributes: the meta items, ``learned``, and JSON strings
+        ``taskgraph_candidates`` / ``taskgraph_raw`` / ``taskgraph_confidence`` when given.
         The result can be passed to ``nx.write_graphml`` directly.
         """
         return convert.to_networkx(self)
@@ -475,8 +504,9 @@ class TaskGraph:
     def threshold(self, value: float, absolute: bool = True) -> TaskGraph:
         """Keep edges with ``|w| > value`` (or ``w > value`` when ``absolute=False``).
 
-        Routing, candidates, raw weights and meta are kept unchanged. An undirected edge keeps
-        its mark while both directions stay; if one goes, the other is a directed edge.
+        Routing, candidates, raw weights, confidence and meta are kept unchanged. An undirected
+        edge keeps its mark while both directions stay; if one goes, the other is a directed
+        edge.
         """
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
             raise ValidationError(f"value: expected a real number, got {type(value).__name__}")
@@ -578,7 +608,7 @@ class TaskGraph:
         v-structures orients it the same way, else *reversible* (made the undirected edge
         ``i — j``, with the weight ``w`` of ``i → j`` in both directions). Computed by
         causal-learn's ``dag2cpdag`` (:func:`~taskgraph.graph.equivalence.dag_to_cpdag`).
-        Routing, candidates, raw weights and meta are kept.
+        Routing, candidates, raw weights, confidence and meta are kept.
 
         Raises:
             ValidationError: if the graph has undirected edges or a cycle (a two-way pair
@@ -615,6 +645,7 @@ class TaskGraph:
             candidates=None if self._cand is None else self._cand[ix],
             raw=None if self._raw is None else self._raw[ix],
             undirected=None if self._undir is None else self._undir[ix],
+            confidence=None if self._conf is None else self._conf[ix],
         )
 
     def rename(self, mapping: Mapping[str, str]) -> TaskGraph:
@@ -651,12 +682,14 @@ class TaskGraph:
             and _opt_equal(self._cand, other._cand)
             and _opt_equal(self._raw, other._raw)
             and _opt_equal(self._undir, other._undir)
+            and _opt_equal(self._conf, other._conf)
         )
 
     __hash__ = None  # type: ignore[assignment]
 
     def allclose(self, other: TaskGraph, atol: float = 1e-8, rtol: float = 0.0) -> bool:
-        """Like ``==`` but float arrays (adjacency, routing, raw) compared within tolerance."""
+        """Like ``==`` but float arrays (adjacency, routing, raw, confidence) compared within
+        tolerance."""
         if not isinstance(other, TaskGraph):
             raise ValidationError(f"other: expected a TaskGraph, got {type(other).__name__}")
 
@@ -675,6 +708,7 @@ class TaskGraph:
             and _opt_equal(self._cand, other._cand)
             and close(self._raw, other._raw)
             and _opt_equal(self._undir, other._undir)
+            and close(self._conf, other._conf)
         )
 
     def __repr__(self) -> str:
@@ -754,6 +788,9 @@ class TaskGraph:
         circles labelled with their names (wrapped, the circles sized to hold them). Modules
         are squares of another colour, routing gates dashed grey arrows module → task whose
         width and opacity grow with the gate; gates ``<= routing_threshold`` are left out.
+        When the graph has ``confidence``, the opacity of every task edge is ``0.15 + 0.85 c``
+        with ``c`` its confidence (the larger of the two directions for an undirected edge), so
+        unstable edges fade; without ``truth`` only.
 
         With ``truth``, every pair adjacent in either graph is drawn once, coloured and styled
         by how it compares (legend with counts; :func:`taskgraph.metrics.compare_edges`):

@@ -1,7 +1,9 @@
 """Drawing a task graph with matplotlib: :meth:`TaskGraph.plot` and the colours of every export.
 
 Task edges are solid arrows, blue (:data:`POS_COLOR`) for positive and red (:data:`NEG_COLOR`)
-for negative weights, width by ``|w|``; an undirected edge is one line without arrowheads.
+for negative weights, width by ``|w|``; an undirected edge is one line without arrowheads. A
+graph with ``confidence`` draws each task edge with opacity :func:`confidence_alpha` of its
+confidence.
 With ``truth=`` the colours and line styles say how each edge compares with the true graph
 instead (:data:`COMPARE_STYLES`, the categories of
 :func:`~taskgraph.graph.equivalence.compare_marks`). Routing gates above
@@ -36,7 +38,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from taskgraph.graph.core import TaskGraph
 
-__all__ = ["plot", "layout_positions", "fit_labels", "COMPARE_STYLES", "ROUTING_THRESHOLD"]
+__all__ = [
+    "plot",
+    "layout_positions",
+    "fit_labels",
+    "confidence_alpha",
+    "COMPARE_STYLES",
+    "ROUTING_THRESHOLD",
+]
 
 POS_COLOR = "#1f77b4"
 NEG_COLOR = "#d62728"
@@ -57,9 +66,17 @@ COMPARE_STYLES: dict[str, tuple[str, str, str]] = {
     "false_negative": ("#8c564b", ":", "missing (false negative)"),
 }
 
+#: Opacity of a task edge of confidence 0 (:func:`confidence_alpha`); confidence 1 is opaque.
+MIN_CONFIDENCE_ALPHA = 0.15
+
 LABEL_WIDTH = 12  #: characters per label line
 LABEL_LINES = 3  #: label lines at most (the last one cut with an ellipsis)
 MAX_NODE_SIZE = 3600.0  #: largest node area (points²) :func:`fit_labels` chooses
+
+
+def confidence_alpha(confidence: float) -> float:
+    """Edge opacity for a confidence ``c`` in ``[0, 1]``: ``0.15 + 0.85 c`` (never invisible)."""
+    return MIN_CONFIDENCE_ALPHA + (1.0 - MIN_CONFIDENCE_ALPHA) * float(confidence)
 
 
 def _draw_nodes(ax: Axes, xy: list[Any], size: float, marker: str, fill: str) -> None:
@@ -208,9 +225,10 @@ def _line_handle(color: str, label: str, ls: str = "-", lw: float = 2.0) -> Any:
 def _draw_weighted(
     graph: TaskGraph, shown: np.ndarray, arrow: Callable[..., None]
 ) -> tuple[list[Any], int]:
-    """Edges coloured by the sign of their weight, width by ``|w|``; undirected ones once."""
+    """Edges coloured by the sign of their weight, width by ``|w|``, opacity by confidence (when
+    the graph has it); undirected ones once."""
     undirected = np.zeros_like(shown) if graph._undir is None else graph._undir & (shown | shown.T)
-    adj = graph._adj
+    adj, conf = graph._adj, graph._conf
     wmax = float(np.abs(adj[shown]).max()) if shown.any() else 1.0
     drawn_undirected = False
     for i, j in zip(*np.nonzero(shown | undirected)):
@@ -221,17 +239,24 @@ def _draw_weighted(
             drawn_undirected = True
         else:
             w = adj[i, j]
+        style: dict[str, Any] = {}
+        if conf is not None:
+            c = max(conf[i, j], conf[j, i]) if undirected[i, j] else conf[i, j]
+            style["alpha"] = confidence_alpha(c)
         arrow(
             int(i), int(j),
             directed=not undirected[i, j],
             bend=0.15 if shown[j, i] and not undirected[i, j] else 0.0,  # reciprocal: curved
             linewidth=0.8 + 3.2 * abs(float(w)) / wmax,
             color=POS_COLOR if w > 0 else NEG_COLOR,
+            **style,
         )
     handles = [
         _line_handle(POS_COLOR, "positive weight"),
         _line_handle(NEG_COLOR, "negative weight"),
     ]
+    if conf is not None:
+        handles.append(_line_handle("black", "opacity = confidence", lw=1.0))
     if drawn_undirected:
         handles.append(_line_handle("black", "undirected edge (no arrowhead)", lw=1.0))
     n_shown = int(shown.sum()) - int(np.count_nonzero(np.triu(undirected & shown & shown.T)))
@@ -342,6 +367,7 @@ def _layout_graph(graph: TaskGraph, true_mask: np.ndarray) -> TaskGraph:
         undirected=undirected,
         candidates=None,
         raw=None,
+        confidence=None,
     )
 
 

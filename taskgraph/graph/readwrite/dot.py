@@ -8,14 +8,17 @@ The file is ``networkx.drawing.nx_pydot.to_pydot(g).to_string()`` of a graph bui
 - nodes are the tasks, then the modules, with the attributes of :mod:`taskgraph.graph.convert`
   (``kind``, ``index``, ``label``) and drawing hints (``shape``, ``style``, ``fillcolor``);
 - edges exist only for non-zero weights: task edges with ``kind="task"``, ``edge_weight`` (written
-  with :func:`repr`, exact), ``raw`` and ``candidate`` when the graph has them, coloured blue for
-  positive and red for negative weights with ``penwidth`` growing with ``|w|``; an undirected
-  edge ``i — j`` (``i`` first in task order) is *one* edge ``i -> j`` drawn with ``dir="none"``
-  (no arrowhead) and ``undirected="true"``, whose ``edge_weight`` is the weight of ``i -> j``
-  and ``edge_weight_reverse`` the weight of ``j -> i`` (``raw`` and ``candidate`` are those of
-  ``i -> j``); every other task edge has ``undirected="false"`` when the graph has undirected
-  edges; routing edges module → task with ``kind="routing"``, ``edge_weight`` = gate, dashed
-  grey;
+  with :func:`repr`, exact), ``raw``, ``confidence`` and ``candidate`` when the graph has them,
+  coloured blue for positive and red for negative weights with ``penwidth`` growing with
+  ``|w|``; with ``confidence`` the colour carries an alpha byte ``0.15 + 0.85 c`` (``#RRGGBBAA``,
+  as :meth:`TaskGraph.plot` fades unstable edges); an undirected edge ``i — j`` (``i`` first in
+  task order) is *one* edge ``i -> j`` drawn with ``dir="none"`` (no arrowhead) and
+  ``undirected="true"``, whose ``edge_weight`` is the weight of ``i -> j`` and
+  ``edge_weight_reverse`` the weight of ``j -> i`` (``raw``, ``confidence`` and ``candidate``
+  are those of ``i -> j``; with confidence also ``confidence_reverse``, that of ``j -> i``, and
+  the alpha of the larger one); every other task edge has ``undirected="false"`` when the graph
+  has undirected edges; routing edges module → task with ``kind="routing"``, ``edge_weight`` =
+  gate, dashed grey;
 - graph attributes: ``rankdir="LR"``, ``taskgraph_version``, ``learned`` and ``taskgraph_meta``
   (the meta as a JSON object); Graphviz ignores the attributes it does not know.
 
@@ -96,10 +99,16 @@ def _dot_graph(graph: TaskGraph) -> nx.DiGraph:
             if index[u] > index[v]:
                 continue  # drawn once, from the earlier task
             attrs["edge_weight_reverse"] = float(graph._adj[index[v], index[u]])
+            if graph._conf is not None:
+                attrs["confidence_reverse"] = float(graph._conf[index[v], index[u]])
             attrs["dir"] = "none"
         if data["kind"] == "task":
+            color = POS_COLOR if w > 0 else NEG_COLOR
+            if "confidence" in data:
+                conf = max(data["confidence"], attrs.get("confidence_reverse", 0.0))
+                color += f"{round(255 * (0.15 + 0.85 * conf)):02x}"
             style = {
-                "color": POS_COLOR if w > 0 else NEG_COLOR,
+                "color": color,
                 "penwidth": f"{0.5 + 3.0 * (abs(w) / wmax):.3g}",  # ratio first: no overflow
             }
         else:

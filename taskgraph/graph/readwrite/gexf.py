@@ -1,8 +1,8 @@
 """GEXF 1.2 through networkx, with the graph-level record as JSON in ``<meta><description>``.
 
 GEXF has no graph attributes, so the exact record (``taskgraph_version``, ``learned``,
-``taskgraph_meta``, ``taskgraph_candidates``, ``taskgraph_raw`` as native JSON values) is stored as
-one JSON object in the ``<description>`` element; nodes and edges follow
+``taskgraph_meta``, ``taskgraph_candidates``, ``taskgraph_raw``, ``taskgraph_confidence`` as native
+JSON values) is stored as one JSON object in the ``<description>`` element; nodes and edges follow
 :mod:`taskgraph.graph.convert`. A GEXF file without such a description (another tool's) loads as a
 plain directed graph.
 """
