@@ -274,3 +274,17 @@ def test_auto_takes_the_hybrid_dag_when_the_features_are_sensors():
     dag = learner.task_graph_.adjacency != 0
     assert dag[0, 2] and dag[1, 2] and dag.sum() == 2
     assert learner.task_graph_.meta["hybrid_feature_direction"] == "downstream"
+
+
+def test_a_saved_learner_keeps_the_undirected_marks(tmp_path):
+    """A chain a → b → c has no compelled edge: the hybrid graph marks both edges undirected,
+    and a saved learner gives them back (the checkpoint once dropped the marks)."""
+    y = _sample(1500, 3, "chain")
+    data = tg.MultiTaskData(np.random.default_rng(0).standard_normal((len(y), 2)), y,
+                            tg.TaskSet([tg.Task(n, "binary") for n in "abc"]))
+    learner = create("gcnet", data.tasks, structure_search="hybrid", hidden=8, node_dim=8,
+                     epochs=1, verbose=False).fit(data)
+    g = learner.task_graph_
+    assert g.n_undirected == 2
+    loaded = load_learner(learner.save(tmp_path / "u.pt"))
+    assert loaded.task_graph_ == g and loaded.task_graph_.n_undirected == 2

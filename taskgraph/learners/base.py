@@ -118,6 +118,9 @@ def graph_to_state(g: TaskGraph) -> dict[str, Any]:
         "raw": None if g.raw is None else torch.as_tensor(g.raw, dtype=torch.float64),
         "learned": bool(g.learned),
         "meta": dict(g.meta),
+        "undirected": None if g.undirected is None else torch.as_tensor(g.undirected),
+        "confidence": (None if g.confidence is None
+                       else torch.as_tensor(g.confidence, dtype=torch.float64)),
     }
 
 
@@ -134,6 +137,8 @@ def graph_from_state(state: dict[str, Any]) -> TaskGraph:
         raw=arr(state["raw"]),
         learned=state["learned"],
         meta=state["meta"],
+        undirected=arr(state.get("undirected")),        # files before 2026-12-05 lack these
+        confidence=arr(state.get("confidence")),
     )
 
 
