@@ -42,9 +42,11 @@ from taskgraph.tasks import TaskSet
 
 __all__ = ["StructureConfig", "CausalStructure"]
 
-#: the orientation refinement at freeze time covers the strongest ``REFINE_EDGES_PER_TASK * T``
-#: surviving edges (its first round is one exact fit per node and two per edge)
+#: the orientation refinement at freeze time covers every surviving edge when there are at most
+#: ``REFINE_ALL_UP_TO`` of them, else the strongest ``max(REFINE_EDGES_PER_TASK * T,
+#: REFINE_ALL_UP_TO)`` (its first round is one exact fit per node and two per edge)
 REFINE_EDGES_PER_TASK = 2
+REFINE_ALL_UP_TO = 64
 
 _OLD_KEYS = ("sem_heads.", "sem.", "ebm_heads.", "pair.", "log_norm.")
 
@@ -372,7 +374,10 @@ class CausalStructure(nn.Module):
         the reporting threshold: the constraint shrinks both directions of a pair, the larger
         survivor carries its decision. With ``refine_orientation`` the orientations of the
         strongest :data:`REFINE_EDGES_PER_TASK` ``* T`` survivors are then refined by exact
-        likelihood (:func:`~taskgraph.structure.ice.orient_by_likelihood`): shrinkage decides
+        likelihood (:func:`~taskgraph.structure.ice.orient_by_likelihood`; all of them when
+        there are at most :data:`REFINE_ALL_UP_TO`: on ``planted_dag``, 10 tasks, 41 survive
+        and refining them takes 3 s, while refining only the strongest 20 cost seed 1 of the
+        ablation 0.26 directed F1): shrinkage decides
         which direction survives a cycle by magnitude, while the direction that is identifiable
         given ``x`` is the one whose conditional model fits better. The weaker survivors are
         added after them, strongest first, in their own direction unless that closes a cycle
@@ -389,7 +394,7 @@ class CausalStructure(nn.Module):
         kept = kept.cpu()
         idx = torch.nonzero(kept).flatten()
         idx = idx[torch.argsort(w[idx], descending=True)]
-        cap = REFINE_EDGES_PER_TASK * t
+        cap = max(REFINE_EDGES_PER_TASK * t, REFINE_ALL_UP_TO)
         refined = [(int(src[e]), int(dst[e])) for e in idx[:cap]]
         rest = [(int(src[e]), int(dst[e])) for e in idx[cap:]]
         edges = orient_by_likelihood(layout_cpu, x.reshape(len(x), -1).double(), y.double(),
