@@ -95,6 +95,14 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "causal_graph, balanced_sampling 0.5": ("causal_graph", {"balanced_sampling": 0.5}),
     "causal_graph, balanced_sampling 0.5, label strata acting (min_env_rows 4, λ 0.3)": (
         "causal_graph", ACTING),
+    "causal_graph, acting settings, no message passing": (
+        "causal_graph", {**ACTING, "message_passing": False}),
+    "causal_graph, acting settings, no structure (no EBM)": (
+        "causal_graph", {**ACTING, "structure": False, "ebm": False}),
+    "causal_graph, acting settings, shifting pairs dropped": (
+        "causal_graph", {**ACTING, "shifting_pairs": "drop"}),
+    "causal_graph, acting settings, no structure, no message passing": (
+        "causal_graph", {**ACTING, "structure": False, "ebm": False, "message_passing": False}),
     "hard_sharing trained on independent digits (reference)": ("hard_sharing", {}),
     **{f"mtcrl, conditional independence (label strata), λ {lam:g}": (
         "mtcrl", {**CIND, "invariance": lam}) for lam in (1.0, 10.0, 100.0)},

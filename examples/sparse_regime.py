@@ -69,6 +69,8 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "sgnn": ("sgnn", {}),
     "gcnet": ("gcnet", {}),
     "causal_graph": ("causal_graph", {}),
+    "gcnet - share": ("gcnet", {"share": False}),
+    "causal_graph - share": ("causal_graph", {"share": False}),
     "graph_share": ("graph_share", {}),
     "graph_share - graph": ("graph_share", {"graph": False}),
     "graph_share - signed": ("graph_share", {"signed": False}),
@@ -76,8 +78,9 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "graph_share - refit": ("graph_share", {"refit": False}),
 }
 DEFAULT_ROWS = ["logistic", "single_task", "hard_sharing", "mmoe", "sgnn", "gcnet",
-                "causal_graph", "graph_share", "graph_share - graph", "graph_share - signed",
-                "graph_share - skip", "graph_share - refit"]
+                "gcnet - share", "causal_graph", "causal_graph - share", "graph_share",
+                "graph_share - graph", "graph_share - signed", "graph_share - skip",
+                "graph_share - refit"]
 #: rows every other row is compared with, seed by seed (when they were run)
 REFERENCES = ("hard_sharing", "logistic", "graph_share")
 

@@ -106,6 +106,17 @@ class CausalGraph(GraphLearner):
             (default: :obj:`"shifting"`)
         alpha (float): GMTL's prior weight :math:`\alpha \ge 0`. (default: :obj:`1.0`)
         shift_z (float): threshold of the environment-heterogeneity test. (default: 4.0)
+        shifting_pairs (str): ``"drop"``: pairs of tasks whose label association differs
+            across the given training environments
+            (:func:`~taskgraph.structure.invariance.heterogeneous_pairs` at ``shift_z``, the
+            pairs GMTL's ``"shifting"`` prior couples) are removed from the candidate edges of
+            the message passing, the output SEM and the EBM, and from the reported graph: an
+            association that changes with the environment is not one to pass messages along
+            or to explain by a causal edge; but a true edge into a confounded task shifts too
+            (``causal_mtl`` seed 2 flags its confounded pair and one true edge), so it is not
+            the default (docs/mtcrl.md, "causal_graph on Multi-MNIST"). ``"keep"``: every
+            candidate stays. Without two environments nothing is dropped.
+            (default: :obj:`"keep"`)
         **kwargs: :class:`~taskgraph.learners.graph_learner.GraphLearner` arguments
             (``threshold``, ``lambda_*``, ``acyclicity``, ``structure_every``, ...) and the
             :class:`~taskgraph.learners.base.BaseLearner` ones.
@@ -150,6 +161,7 @@ class CausalGraph(GraphLearner):
         gmtl: str | None = "shifting",
         alpha: float = 1.0,
         shift_z: float = 4.0,
+        shifting_pairs: str = "keep",
         **kwargs: Any,
     ) -> None:
         super().__init__(tasks, ebm=ebm, structure=structure, message_passing=message_passing,
@@ -165,6 +177,7 @@ class CausalGraph(GraphLearner):
         super()._check_params()
         check_choices(self, {"module_mode": ("split", "separate"),
                              "mp_graph": ("learned", "prior"), "gmtl": (*DECODING_MODES, None),
+                             "shifting_pairs": ("drop", "keep"),
                              "invariance_kind": ("irmv1", *CONDITIONAL_KINDS)})
         if self.gmtl == "graph" and not self.structure:
             raise ValidationError("gmtl: 'graph' factorises the prior over the learned graph; "
@@ -193,6 +206,39 @@ class CausalGraph(GraphLearner):
         self._decoding = GraphDecoding(self.tasks_set_, self.gmtl or "shifting",
                                        float(self.alpha), float(self.shift_z))
         return net
+
+    def _edge_sets(self, train: MultiTaskData | None, t: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The graph learner's edge sets without the pairs whose label association shifts
+        across the training environments (``shifting_pairs="drop"``); when loading, the edge
+        sets come from the file's state dict."""
+        feat, sem, init = super()._edge_sets(train, t)
+        self._dropped = np.zeros((t, t), dtype=bool)
+        if self.shifting_pairs != "drop" or not self.structure and not self.message_passing:
+            return feat, sem, init
+        if train is None:
+            empty = torch.zeros(2, 0, dtype=torch.long)
+            return empty, empty.clone(), None
+        if train.env is None:
+            return feat, sem, init
+        from taskgraph.structure.invariance import heterogeneous_pairs
+
+        for i, j in heterogeneous_pairs(train.y, train.env, self.tasks_set_,
+                                        z=float(self.shift_z)):
+            self._dropped[i, j] = self._dropped[j, i] = True
+        if not self._dropped.any():
+            return feat, sem, init
+        drop = torch.as_tensor(self._dropped)
+        if self._hybrid is not None:        # structure_search="hybrid": its DAG as well
+            self._hybrid["dag"] = self._hybrid["dag"] & ~self._dropped
+            self._hybrid["undirected"] = self._hybrid["undirected"] & ~self._dropped
+        keep_f = ~drop[feat[0], feat[1]]
+        keep_s = ~drop[sem[0], sem[1]]
+        return feat[:, keep_f], sem[:, keep_s], None if init is None else init[keep_s]
+
+    def _excluded_pairs(self) -> np.ndarray | None:
+        dropped = getattr(self, "_dropped", None)
+        return dropped if dropped is not None and dropped.any() else None
 
     # ------------------------------------------------------------------ objective
     def _loss(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -314,8 +360,11 @@ class CausalGraph(GraphLearner):
 
     # ------------------------------------------------------------------ state
     def _train_state(self) -> dict[str, Any]:
-        state = super()._train_state() if self.structure else {}
+        state = super()._train_state()
         state["step"] = int(getattr(self, "_step", 0))
+        dropped = self._excluded_pairs()
+        if dropped is not None:
+            state["dropped_pairs"] = np.argwhere(dropped).tolist()
         state.update(self._inv.train_state())
         if self._decoding.state() is not None:
             state["gmtl"] = self._decoding.state()
@@ -325,9 +374,10 @@ class CausalGraph(GraphLearner):
         if not state:
             return
         self._step = int(state.get("step", 0))
+        for i, j in state.get("dropped_pairs", []):
+            self._dropped[i, j] = True
         self._inv.load_train_state(state)
-        if self.structure:
-            super()._load_train_state(state)
+        super()._load_train_state(state)
         self._decoding.load_state(state.get("gmtl"))
 
     # ------------------------------------------------------------------ graph
@@ -336,15 +386,19 @@ class CausalGraph(GraphLearner):
         names = self.tasks_set_.names
         routing = self.model_.router.routing().cpu().double().numpy()
         modules = [f"module_{j}" for j in range(routing.shape[1])]
-        meta: dict[str, Any] = {"learner": self.name, "parts": ",".join(self._parts())}
+        meta: dict[str, Any] = {"learner": self.name, "parts": ",".join(self._parts()),
+                                **self._share_meta()}
         part = getattr(self, "_decoding", None)
         if part is not None and part.pairs is not None:
             meta["gmtl_pairs"] = _pairs_json(names, part.pairs)
+        dropped = self._excluded_pairs()
+        if dropped is not None:
+            meta["dropped_pairs"] = _pairs_json(names, np.argwhere(np.triu(dropped, 1)))
         if self.structure:
             g = super()._learned_graph()
             return TaskGraph(g.adjacency, names, raw=g.raw, candidates=g.candidates,
                              routing=routing, modules=modules, learned=True,
-                             meta={**g.meta, **meta})
+                             undirected=g.undirected, meta={**g.meta, **meta})
         return TaskGraph(np.zeros((len(names), len(names))), names, routing=routing,
                          modules=modules, learned=True, meta=meta)
 
@@ -362,4 +416,7 @@ class CausalGraph(GraphLearner):
             parts.append("ebm")
         if self.gmtl is not None and float(self.alpha) > 0:
             parts.append(f"gmtl:{self.gmtl}")
+        share = getattr(self, "_share", None)
+        if share is not None and share.fitted:
+            parts.append("share")
         return parts

@@ -29,6 +29,7 @@ from taskgraph.exceptions import ValidationError
 from taskgraph.graph import TaskGraph
 from taskgraph.learners.base import BaseLearner, check_choices
 from taskgraph.nn.routing import TaskModuleRouter
+from taskgraph.nn.shared_readout import SharedReadout
 from taskgraph.nn.task_graph_net import TaskGraphNet
 from taskgraph.structure.causal import CausalStructure, StructureConfig
 from taskgraph.structure.prior import structure_edge_sets, uninformative_loss
@@ -78,8 +79,19 @@ class GraphLearner(BaseLearner):
         inference_mode (str): how ``predict_proba`` gets ``p(y_k | x)``: ``"heads"`` (the
             causal-view heads), ``"sem"`` (marginals of the output SEM over the learned DAG, by
             Rao-Blackwellised ancestral sampling), ``"mean_field"`` or ``"gibbs"`` (marginals of
-            the causal EBM), or ``"auto"`` (default: heads or SEM, whichever has the lower
+            the causal EBM), ``"share"`` (the ``share`` read-out below), or ``"auto"``
+            (default: heads, SEM or the ``share`` read-out when fitted, whichever has the lower
             validation loss; chosen at the end of ``fit`` and kept in ``inference_``).
+        share (bool or str): the ``share`` read-out
+            (:class:`~taskgraph.nn.shared_readout.SharedReadout`): after training, per-task
+            linear heads on ``[encoder(x), x]`` refitted on the labelled rows under a learned
+            relatedness-graph prior, so a task with few labels borrows its related tasks'
+            heads (``graph_share``'s read-out, docs/graph_share.md). ``"auto"``: fitted when
+            the training labels are sparse (fewer than half of the (row, task) labels observed)
+            and validation data is there to choose; ``True`` always; ``False`` never. The
+            relatedness graph is ``task_graph_.meta["relatedness"]`` (a JSON list of
+            ``[task, task, signed cosine]``, named apart from the causal edges) and
+            ``relatedness_graph_``. (default: :obj:`"auto"`)
         prior (bool): the structure-prior generator weights the messages (off: uniform
             weights, as SGNN). (default: ``True``)
         structure (bool): learn the output-level causal graph (SEM, acyclicity, ICE negatives);
@@ -146,6 +158,7 @@ class GraphLearner(BaseLearner):
         message_passing: bool = True,
         structure_every: int = 1,
         structure_search: str = "auto",
+        share: bool | str = "auto",
         lr: float = 3e-3,
         validation_fraction: float | None = 0.1,
         **kwargs: Any,
@@ -163,7 +176,12 @@ class GraphLearner(BaseLearner):
 
     # ------------------------------------------------------------------ building
     def _check_params(self) -> None:
-        check_choices(self, {"inference_mode": ("auto", "heads", "sem", "mean_field", "gibbs"),
+        if not (isinstance(self.share, (bool, np.bool_)) or self.share == "auto"):
+            raise ValidationError(f"share: expected True, False or 'auto', got {self.share!r}")
+        if self.inference_mode == "share" and self.share is False:
+            raise ValidationError("inference_mode: 'share' needs share=True or 'auto'")
+        check_choices(self, {"inference_mode": ("auto", "heads", "sem", "mean_field", "gibbs",
+                                                "share"),
                              "structure_search": ("auto", "sem", "hybrid"),
                              "acyclicity": ("expm", "poly", "sparse"),
                              "sem_unary": ("linear", "encoder"),
@@ -207,6 +225,7 @@ class GraphLearner(BaseLearner):
         """The :class:`TaskGraphNet` on ``encoder`` (and ``router``) with this learner's edge sets
         and :class:`CausalStructure`."""
         self.__dict__.pop("inference_", None)
+        self._share = SharedReadout()
         feat_edges, sem_edges, init = self._edge_sets(train, len(self.tasks_set_))
         sem_in = (int(np.prod(feature_shape)) if self.sem_unary == "linear"
                   else int(encoder.out_dim))
@@ -257,7 +276,10 @@ class GraphLearner(BaseLearner):
         net = self.model_
         mode = getattr(self, "inference_",
                        "heads" if self.inference_mode == "auto" else self.inference_mode)
-        if net.training or mode == "heads" or (mode != "sem" and not self.ebm):
+        if mode == "share" and not net.training and self._share.fitted:
+            return self._share(SharedReadout.features(net.encoder, x))
+        if net.training or mode == "heads" or mode == "share" or (
+                mode != "sem" and not self.ebm):
             return net(x)
         h, _, _, s1 = net.states(x)
         out = net.heads(s1)
@@ -266,15 +288,22 @@ class GraphLearner(BaseLearner):
 
     def _choose_inference(self, val: MultiTaskData | None) -> str:
         """``inference_mode="auto"``: the mode with the lowest validation task loss among the
-        heads and, when present, the SEM marginals (``"heads"`` without validation data)."""
+        heads and, when present, the SEM marginals and the ``share`` read-out (``"heads"``
+        without validation data)."""
+        if self.inference_mode == "share" and not self._share.fitted:
+            return "heads"
         if self.inference_mode != "auto":
             return self.inference_mode
-        if val is None or not self.structure or not self._structure.frozen:
+        modes = ["heads"]
+        if self.structure and self._structure.frozen and not (
+                getattr(self, "_hybrid", None) is not None and self.structure_search == "auto"):
+            modes.append("sem")  # not when the reported graph is the hybrid's: marginals off
+        if self._share.fitted:
+            modes.append("share")
+        if val is None or len(modes) == 1:
             return "heads"
-        if getattr(self, "_hybrid", None) is not None and self.structure_search == "auto":
-            return "heads"      # the reported graph is not the SEM's: its marginals are off
         losses = {}
-        for mode in ("heads", "sem"):
+        for mode in modes:
             self.inference_ = mode
             losses[mode] = self._val_loss(val)
         return min(losses, key=losses.get)
@@ -358,7 +387,85 @@ class GraphLearner(BaseLearner):
                                     "regression tasks", warn=False)
             else:
                 self._auto_structure(train)
+        self._fit_share(train, val)
+        if self._share.fitted:
+            self.task_graph_ = self._learned_graph()
         self.inference_ = self._choose_inference(val)
+
+    #: ``share="auto"`` fits the read-out below this share of observed (row, task) labels
+    SHARE_AUTO_MAX_LABELLED = 0.5
+
+    def _excluded_pairs(self) -> np.ndarray | None:
+        """``[T, T]`` bool mask of pairs no reported graph may join (``None``: none); the
+        composed learner rules out pairs whose association shifts across environments."""
+        return None
+
+    def _fit_share(self, train: MultiTaskData, val: MultiTaskData | None) -> None:
+        """The ``share`` read-out (:class:`~taskgraph.nn.shared_readout.SharedReadout`), fitted
+        on the trained encoder's features when ``share`` says so; the reason it was not is
+        recorded as ``history_[-1]["share_skipped"]``."""
+        self._share = SharedReadout()
+        if self.share is False:
+            return
+        labelled = float((~torch.isnan(train.y)).double().mean()) if train.y.numel() else 0.0
+        if self.share == "auto":
+            if labelled >= self.SHARE_AUTO_MAX_LABELLED:
+                return          # dense labels: the read-out is not this data's part
+            if val is None:
+                self._part_inactive("share", "share='auto' fitted no shared read-out: no "
+                                    "validation data to choose it on (pass val or "
+                                    "validation_fraction)", warn=False)
+                return
+        net = self.model_
+        net.eval()
+
+        @torch.no_grad()
+        def phi(data: MultiTaskData, batch_size: int = 4096) -> torch.Tensor:
+            return torch.cat([SharedReadout.features(net.encoder, data.x[i:i + batch_size]
+                                                     .to(self.device_))
+                              for i in range(0, len(data), batch_size)])
+
+        with torch.no_grad():
+            n_trunk = int(np.prod(net.encoder(train.x[:1].to(self.device_)).shape[1:]))
+        self._share.fit(phi(train), train.y.to(self.device_), self.layout_,
+                        net.heads.col_mask, n_trunk,
+                        None if val is None else phi(val),
+                        None if val is None else val.y.to(self.device_))
+        if self.history_:
+            rec = self._share.record
+            self.history_[-1].update(share_strength=float(rec["strength"]),
+                                     share_val_loss=float(rec["val_loss"]),
+                                     share_val_loss_without_graph=float(
+                                         rec["val_loss_without_graph"]))
+
+    @property
+    def relatedness_graph_(self) -> TaskGraph | None:
+        """The ``share`` read-out's signed relatedness graph (undirected: both directions,
+        weight = the cosine of the two tasks' heads; ``learned=True``,
+        ``meta["relation"] = "relatedness"``), or ``None`` when the read-out was not fitted.
+        Not a causal graph: ``task_graph_`` holds the causal one."""
+        part = getattr(self, "_share", None)
+        if part is None or not part.fitted:
+            return None
+        strength = float(part.record.get("strength", 0.0))
+        adj = part.adjacency.double().numpy() if strength > 0 else np.zeros(
+            tuple(part.adjacency.shape))
+        return TaskGraph(adj, self.tasks_set_.names, learned=True,
+                         meta={"learner": self.name, "relation": "relatedness",
+                               "undirected": True, "strength": strength})
+
+    def _share_meta(self) -> dict[str, Any]:
+        """``{"relatedness": JSON [[task, task, cosine], ...]}`` when the ``share`` read-out
+        shares along a graph (each pair once), else ``{}``."""
+        g = self.relatedness_graph_
+        if g is None or not g.n_edges:
+            return {}
+        import json
+
+        names, adj = self.tasks_set_.names, g.adjacency
+        pairs = [[names[i], names[j], float(adj[i, j])]
+                 for i, j in zip(*np.nonzero(np.triu(adj != 0, 1)))]
+        return {"relatedness": json.dumps(pairs)}
 
     def _auto_structure(self, train: MultiTaskData) -> None:
         """``structure_search="auto"``: the hybrid search's DAG when the features sit downstream
@@ -379,6 +486,10 @@ class GraphLearner(BaseLearner):
             if self.history_:
                 self.history_[-1].update(structure_search="sem")
             return
+        excluded = self._excluded_pairs()
+        if excluded is not None:        # pairs the learner ruled out stay out of this graph too
+            hybrid["dag"] = hybrid["dag"] & ~excluded
+            hybrid["undirected"] = hybrid["undirected"] & ~excluded
         direction = feature_direction(train, seed=int(self.seed))
         record: dict[str, Any] = {"feature_direction": direction["verdict"]}
         if direction["verdict"] == "downstream":
@@ -402,6 +513,9 @@ class GraphLearner(BaseLearner):
         state = {} if st is None else st.train_state()
         if hasattr(self, "inference_"):
             state["inference"] = self.inference_
+        share = getattr(self, "_share", None)
+        if share is not None and share.fitted:
+            state["share"] = share.state()
         hybrid = getattr(self, "_hybrid", None)
         if hybrid is not None:
             state["hybrid"] = {"dag": hybrid["dag"].tolist(),
@@ -414,6 +528,8 @@ class GraphLearner(BaseLearner):
             return
         if "inference" in state:
             self.inference_ = state["inference"]
+        if state.get("share") is not None:
+            self._share.load_state(state["share"])
         if "hybrid" in state:
             h = state["hybrid"]
             self._hybrid = {"dag": np.asarray(h["dag"], dtype=bool),
@@ -433,8 +549,9 @@ class GraphLearner(BaseLearner):
             feat[net.edge_index[0].cpu(), net.edge_index[1].cpu()] = True
             return TaskGraph(feat.double().numpy(), names, learned=False,
                              candidates=feat.numpy(),
-                             meta={"learner": self.name, "note": "feature-level graph (fixed)"})
-        g = self._structure.graph(names, {"learner": self.name})
+                             meta={"learner": self.name, "note": "feature-level graph (fixed)",
+                                   **self._share_meta()})
+        g = self._structure.graph(names, {"learner": self.name, **self._share_meta()})
         hybrid = getattr(self, "_hybrid", None)
         if hybrid is None:
             return g
