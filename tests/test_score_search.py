@@ -288,3 +288,23 @@ def test_a_saved_learner_keeps_the_undirected_marks(tmp_path):
     assert g.n_undirected == 2
     loaded = load_learner(learner.save(tmp_path / "u.pt"))
     assert loaded.task_graph_ == g and loaded.task_graph_.n_undirected == 2
+
+
+def test_bootstrap_exports_edge_confidence_on_the_hybrid_graph(collider_data, tmp_path):
+    """``bootstrap=B``: the reported hybrid graph carries each entry's frequency over B row
+    resamples (exactly ``bootstrap_confidence`` with the learner's seed), kept by save/load."""
+    from taskgraph.structure.bootstrap import bootstrap_confidence
+
+    learner = create("gcnet", collider_data.tasks, structure_search="hybrid", bootstrap=3,
+                     hidden=8, node_dim=8, epochs=1, validation_fraction=None,
+                     verbose=False).fit(collider_data)
+    conf = learner.task_graph_.confidence
+    assert conf is not None and conf.shape == (3, 3)
+    ref = bootstrap_confidence(collider_data, n_boot=3, seed=learner.seed)
+    assert np.array_equal(conf, ref)
+    assert conf[0, 2] == 1.0 and conf[1, 2] == 1.0      # the collider's edges, every resample
+    loaded = load_learner(learner.save(tmp_path / "b.pt"))
+    assert np.array_equal(loaded.task_graph_.confidence, conf)
+    with pytest.raises(ValidationError, match="bootstrap"):
+        create("gcnet", collider_data.tasks, bootstrap=-1, epochs=1,
+               verbose=False).fit(collider_data)

@@ -398,7 +398,8 @@ class CausalGraph(GraphLearner):
             g = super()._learned_graph()
             return TaskGraph(g.adjacency, names, raw=g.raw, candidates=g.candidates,
                              routing=routing, modules=modules, learned=True,
-                             undirected=g.undirected, meta={**g.meta, **meta})
+                             undirected=g.undirected, confidence=g.confidence,
+                             meta={**g.meta, **meta})
         return TaskGraph(np.zeros((len(names), len(names))), names, routing=routing,
                          modules=modules, learned=True, meta=meta)
 
