@@ -284,7 +284,8 @@ class CausalGraph(GraphLearner):
             per = lay.per_example_loss(out, batch.y)
             pen = None if valid is None else per.new_zeros(())
         task = mean_task_loss(per, batch.y)
-        loss = task + (self.lambda_prior_l1 * w.mean() if self._prior_on else 0.0)
+        loss = task + (self.lambda_prior_l1 * w.sum() / max(w.numel(), 1) if self._prior_on
+                       else 0.0)
         logs["task_loss"] = task.detach()
         if self.routing and float(self.sparsity) > 0:
             loss = loss + float(self.sparsity) * net.router.sparsity("l1")

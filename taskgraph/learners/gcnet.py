@@ -71,7 +71,8 @@ class GCNet(GraphLearner):
         h, s0, w, s1 = net.states(batch.x)
         out = net.heads(s1)
         task = lay.task_losses(out, batch.y).sum()
-        loss = task + (self.lambda_prior_l1 * w.mean() if self._prior_on else 0.0)
+        loss = task + (self.lambda_prior_l1 * w.sum() / max(w.numel(), 1) if self._prior_on
+                       else 0.0)
         if self._prior_on or self.structure or self.ebm:
             loss = loss + self._structure_step(batch, epoch, h, s0, w, s1, out)
         return loss, {"task_loss": task.detach()}
