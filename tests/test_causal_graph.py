@@ -330,3 +330,47 @@ def test_gmtl_prior_counts_labels_as_balanced_sampling_drew_them():
     plain = JointPrior.fit(big.train, kind="graph", graph=adj, tasks=coupled)
     torch.testing.assert_close(prior.log_table(), want.log_table())
     assert not torch.allclose(prior.log_table(), plain.log_table())
+
+
+def _shifting_pair_data(n: int = 2000, seed: int = 0) -> tg.MultiTaskData:
+    """Two binary tasks that agree on 90% of the rows in environment 0 and 50% in environment
+    1 (a shifting, spurious association), each also readable from its own feature, plus a
+    third task independent of both."""
+    rng = np.random.default_rng(seed)
+    env = np.repeat([0, 1], n // 2)
+    a = rng.random(n) < 0.5
+    agree = rng.random(n) < np.where(env == 0, 0.9, 0.5)
+    b = np.where(agree, a, ~a)
+    c = rng.random(n) < 0.5
+    y = np.stack([a, b, c], axis=1).astype(float)
+    x = y * 1.5 + rng.standard_normal((n, 3))
+    return tg.MultiTaskData(x, y, TaskSet([Task(t, "binary") for t in "abc"]), env=env)
+
+
+def test_shifting_pairs_drop_removes_the_pair_everywhere(tmp_path):
+    data = _shifting_pair_data()
+    assert heterogeneous_pairs(data.y, data.env, data.tasks) == [(0, 1)]
+    learner = create("causal_graph", data.tasks, shifting_pairs="drop", **FAST).fit(data)
+    g = learner.task_graph_
+    assert json.loads(g.meta["dropped_pairs"]) == [["a", "b"]]
+    assert g.adjacency[0, 1] == 0 and g.adjacency[1, 0] == 0
+    src, dst = learner.model_.edge_index
+    assert not any({int(i), int(j)} == {0, 1} for i, j in zip(src, dst))
+    assert all(np.isfinite(h["loss"]) for h in learner.history_ if "loss" in h)
+    loaded = load_learner(learner.save(tmp_path / "d.pt"))
+    assert loaded.task_graph_ == g
+    assert torch.allclose(loaded.predict_proba(data.x), learner.predict_proba(data.x))
+    keep = create("causal_graph", data.tasks, **FAST).fit(data)
+    assert "dropped_pairs" not in keep.task_graph_.meta
+    assert keep.model_.edge_index.shape[1] == 6            # every ordered pair of 3 tasks
+
+
+def test_shifting_pairs_drop_on_two_tasks_leaves_no_edge_and_trains():
+    """Two tasks whose only pair shifts: no candidate edge remains, and the fit still runs."""
+    data = _shifting_pair_data()
+    two = tg.MultiTaskData(data.x[:, :2], data.y[:, :2], TaskSet([Task(t, "binary")
+                                                                    for t in "ab"]),
+                           env=data.env)
+    learner = create("causal_graph", two.tasks, shifting_pairs="drop", **FAST).fit(two)
+    assert learner.model_.edge_index.shape[1] == 0 and learner.task_graph_.n_edges == 0
+    assert learner.evaluate(two)["mean"] > 0.6
