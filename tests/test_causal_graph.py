@@ -374,3 +374,5 @@ def test_shifting_pairs_drop_on_two_tasks_leaves_no_edge_and_trains():
     learner = create("causal_graph", two.tasks, shifting_pairs="drop", **FAST).fit(two)
     assert learner.model_.edge_index.shape[1] == 0 and learner.task_graph_.n_edges == 0
     assert learner.evaluate(two)["mean"] > 0.6
+    assert "removed every candidate edge" in learner.history_[-1]["structure_skipped"]
+    assert learner._edgeless and learner.inference_ == "heads"

@@ -234,6 +234,14 @@ class CausalGraph(GraphLearner):
             self._hybrid["undirected"] = self._hybrid["undirected"] & ~self._dropped
         keep_f = ~drop[feat[0], feat[1]]
         keep_s = ~drop[sem[0], sem[1]]
+        if not bool(keep_f.any()) and not bool(keep_s.any()):
+            names = self.tasks_set_.names
+            pairs = ", ".join(f"{names[i]}-{names[j]}" for i, j in np.argwhere(
+                np.triu(self._dropped, 1)))
+            self._part_inactive("structure", f"shifting_pairs='drop' removed every candidate "
+                                f"edge (the label association of {pairs} shifts across the "
+                                f"environments): the structure, the EBM and the message "
+                                f"passing have nothing to act on", warn=False)
         return feat[:, keep_f], sem[:, keep_s], None if init is None else init[keep_s]
 
     def _excluded_pairs(self) -> np.ndarray | None:

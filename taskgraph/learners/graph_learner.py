@@ -276,6 +276,17 @@ class GraphLearner(BaseLearner):
         return build
 
     @property
+    def _edgeless(self) -> bool:
+        """No candidate edge at either level (``causal_graph`` with every pair dropped by
+        ``shifting_pairs="drop"``, or a candidate search that found none): the trivial view
+        and the structure-level objective have nothing to act on and are skipped, and model
+        selection reads the task loss alone."""
+        net = self.model_
+        st = net.structure
+        n_sem = 0 if st is None or st.sem is None else int(st.sem.edge_index.shape[1])
+        return int(net.edge_index.shape[1]) == 0 and n_sem == 0
+
+    @property
     def _structure(self) -> CausalStructure:
         return self.model_.structure
 
@@ -331,6 +342,8 @@ class GraphLearner(BaseLearner):
         :class:`CausalStructure` objective, when it says they are due
         (:meth:`CausalStructure.collect`); 0 on the other batches."""
         net, st = self.model_, self.model_.structure
+        if self._edgeless:        # nothing to score, weight or orient
+            return out.new_zeros(())
         if st is None:            # prior generator only: the same every-k-th-batch schedule
             self._plain_batches += 1
             due, rows = self._plain_batches % int(self.structure_every) == 0, None
@@ -368,7 +381,7 @@ class GraphLearner(BaseLearner):
         likelihood is not a likelihood, and restoring such an epoch would discard the learned
         structure."""
         task = super()._selection_loss(val, sharded=sharded)
-        if not self.structure:
+        if not self.structure or self._edgeless:
             return task
         if not self._structure.frozen:
             return float("inf")
