@@ -142,8 +142,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         rows.append({"network": net, "features": feat, "interventional": frac,
                                      "seed": seed, "method": method,
                                      **score(g, truth, sec)})
+                        if method in args.learners:   # which graph the learner reported
+                            rows[-1]["reported"] = g.meta.get("structure_search", "sem")
+                            rows[-1]["feature_direction"] = g.meta.get(
+                                "hybrid_feature_direction")
                     print(f"[{net} {feat} do={frac} seed {seed}] " + ", ".join(
                         f"{m} {r['skeleton_f1']:.2f}/{r['cpdag_shd']:.0f}"
+                        + (f" ({r['reported']})" if "reported" in r else "")
                         for m, r in ((r["method"], r) for r in rows[-len(found):])), flush=True)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
