@@ -102,6 +102,48 @@ def mean_std(values: list[float]) -> str:
     return f"{m:.3f} ± {s:.3f}" if abs(m) < 10 else f"{m:.1f} ± {s:.1f}"
 
 
+def summary(paths: list[Path], learner_names: list[str]) -> str:
+    """Markdown: per (network, features, interventional), each learner's 3-seed means against
+    the best PC setting's (the highest mean skeleton F1, the lowest mean CPDAG SHD over the
+    four settings), from ``--json`` files (later files replace earlier rows of the same
+    network, features, interventional, seed and method)."""
+    rows: dict[tuple, dict[str, Any]] = {}
+    for path in paths:
+        for r in json.loads(Path(path).read_text()):
+            rows[(r["network"], r["features"], r["interventional"], r["seed"],
+                  r["method"])] = r
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows.values():
+        groups.setdefault((r["network"], r["features"], r["interventional"]), []).append(r)
+    order = ["asia", "sachs", "child", "insurance", "alarm"]
+    lines = ["| network | features | do rows | learner | seeds | skeleton F1 (PC best) | "
+             "CPDAG SHD (PC best) | directed F1 | reported | bar |", "|" + "---|" * 10]
+
+    def mean(sub: list[dict[str, Any]], col: str) -> float:
+        return float(np.mean([r[col] for r in sub]))
+
+    for key in sorted(groups, key=lambda k: (order.index(k[0]) if k[0] in order else 99,
+                                             k[1], k[2])):
+        sub = groups[key]
+        pcs = {m for m in (r["method"] for r in sub) if m.startswith("pc ")}
+        pc_f1 = max(mean([r for r in sub if r["method"] == m], "skeleton_f1") for m in pcs)
+        pc_shd = min(mean([r for r in sub if r["method"] == m], "cpdag_shd") for m in pcs)
+        for name in learner_names:
+            mine = [r for r in sub if r["method"] == name]
+            if not mine:
+                continue
+            f1, shd = mean(mine, "skeleton_f1"), mean(mine, "cpdag_shd")
+            seen = [r["reported"] for r in mine if "reported" in r]
+            reported = ", ".join(f"{x} {seen.count(x)}/{len(mine)}"
+                                 for x in sorted(set(seen))) or "—"
+            ok = f1 >= pc_f1 - 1e-9 and shd <= pc_shd + 1e-9
+            lines.append(f"| {key[0]} | {key[1]} | {key[2]:g} | `{name}` | {len(mine)} | "
+                         f"{f1:.3f} ({pc_f1:.3f}) | {shd:.1f} ({pc_shd:.1f}) | "
+                         f"{mean(mine, 'directed_f1'):.3f} | {reported} | "
+                         f"{'met' if ok else '**not met**'} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--networks", nargs="+", default=["asia", "sachs", "child", "insurance",
@@ -118,7 +160,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", type=Path, default=None, help="write every run's scores here")
     p.add_argument("--quick", action="store_true", help="asia, 600 rows, 2 epochs, one seed")
+    p.add_argument("--summary", nargs="+", type=Path, metavar="JSON",
+                   help="print the learners-against-best-PC markdown table of --json files "
+                        "(later files replace the same runs of earlier ones) and exit")
     args = p.parse_args(argv)
+    if args.summary:
+        print(summary(args.summary, args.learners))
+        return {}
     if args.quick:
         args.networks, args.samples, args.epochs, args.seeds = ["asia"], 600, 2, [0]
         args.features, args.interventional = ["sensor"], [0.1]
