@@ -99,6 +99,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "causal_graph", {**ACTING, "message_passing": False}),
     "causal_graph, acting settings, no structure (no EBM)": (
         "causal_graph", {**ACTING, "structure": False, "ebm": False}),
+    "causal_graph, acting settings, node_dim 64": (
+        "causal_graph", {**ACTING, "node_dim": 64}),
     "causal_graph, acting settings, shifting pairs dropped": (
         "causal_graph", {**ACTING, "shifting_pairs": "drop"}),
     "causal_graph, acting settings, no structure, no message passing": (
