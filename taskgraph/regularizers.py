@@ -697,7 +697,10 @@ class LabelEnvironments:
                 if j != i and cls[j]:
                     radix[i, j] = mult % max_envs
                     mult *= self.n_classes[j]
-            sizes[i] = mult if cls[i] and any(cls[j] for j in range(t) if j != i) else 0
+            # the strata count, capped (only min(count, max_envs) is used; 2^199 strata of 200
+            # binary tasks do not fit an int64)
+            sizes[i] = min(mult, max_envs) if cls[i] and any(
+                cls[j] for j in range(t) if j != i) else 0
         self._radix = torch.from_numpy(radix)
         self._is_cls = torch.tensor(cls)
         self._others = torch.tensor([[j != i and cls[j] for j in range(t)] for i in range(t)])

@@ -507,3 +507,13 @@ def test_conditional_independence_gradient_matches_finite_differences():
             (f,))
     with pytest.raises(ValidationError, match="must agree"):
         conditional_independence(f[:, :1], y, member, c)
+
+
+def test_label_environments_with_hundreds_of_tasks():
+    """200 binary tasks: 2^199 strata per task, capped at max_envs (the count once overflowed
+    an int64 and causal_graph could not be built for T = 200)."""
+    le = LabelEnvironments([2] * 200, max_envs=16)
+    assert le.n_envs == 16 and bool(le.active.all())
+    y = torch.randint(0, 2, (64, 200)).float()
+    codes = le.codes(y)
+    assert codes.shape == (64, 200) and int(codes.min()) >= 0 and int(codes.max()) < 16
