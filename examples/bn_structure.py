@@ -103,10 +103,10 @@ def mean_std(values: list[float]) -> str:
 
 
 def summary(paths: list[Path], learner_names: list[str]) -> str:
-    """Markdown: per (network, features, interventional), each learner's 3-seed means against
-    the best PC setting's (the highest mean skeleton F1, the lowest mean CPDAG SHD over the
-    four settings), from ``--json`` files (later files replace earlier rows of the same
-    network, features, interventional, seed and method)."""
+    """Markdown: per (network, features, interventional), each learner's means over its seeds
+    against the best PC setting's on the same seeds (the highest mean skeleton F1, the lowest
+    mean CPDAG SHD over the four settings), from ``--json`` files (later files replace
+    earlier rows of the same network, features, interventional, seed and method)."""
     rows: dict[tuple, dict[str, Any]] = {}
     for path in paths:
         for r in json.loads(Path(path).read_text()):
@@ -126,12 +126,16 @@ def summary(paths: list[Path], learner_names: list[str]) -> str:
                                              k[1], k[2])):
         sub = groups[key]
         pcs = {m for m in (r["method"] for r in sub) if m.startswith("pc ")}
-        pc_f1 = max(mean([r for r in sub if r["method"] == m], "skeleton_f1") for m in pcs)
-        pc_shd = min(mean([r for r in sub if r["method"] == m], "cpdag_shd") for m in pcs)
         for name in learner_names:
             mine = [r for r in sub if r["method"] == name]
             if not mine:
                 continue
+            seeds = {r["seed"] for r in mine}      # PC on the same seeds as the learner
+            same = [r for r in sub if r["seed"] in seeds]
+            pc_f1 = max(mean([r for r in same if r["method"] == m], "skeleton_f1")
+                        for m in pcs)
+            pc_shd = min(mean([r for r in same if r["method"] == m], "cpdag_shd")
+                         for m in pcs)
             f1, shd = mean(mine, "skeleton_f1"), mean(mine, "cpdag_shd")
             seen = [r["reported"] for r in mine if "reported" in r]
             reported = ", ".join(f"{x} {seen.count(x)}/{len(mine)}"
