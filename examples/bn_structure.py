@@ -138,8 +138,10 @@ def summary(paths: list[Path], learner_names: list[str]) -> str:
                          for m in pcs)
             f1, shd = mean(mine, "skeleton_f1"), mean(mine, "cpdag_shd")
             seen = [r["reported"] for r in mine if "reported" in r]
-            reported = ", ".join(f"{x} {seen.count(x)}/{len(mine)}"
+            reported = ", ".join(f"{x} {seen.count(x)}/{len(seen)}"
                                  for x in sorted(set(seen))) or "—"
+            if seen and len(seen) < len(mine):
+                reported += f" ({len(mine) - len(seen)} unrecorded)"
             ok = f1 >= pc_f1 - 1e-9 and shd <= pc_shd + 1e-9
             lines.append(f"| {key[0]} | {key[1]} | {key[2]:g} | `{name}` | {len(mine)} | "
                          f"{f1:.3f} ({pc_f1:.3f}) | {shd:.1f} ({pc_shd:.1f}) | "
