@@ -155,6 +155,21 @@ def _header_native(graph: TaskGraph) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
+def _edge_matrix(gattrs: dict[str, Any], key: str, edges: dict[tuple[int, int], float],
+                 n: int) -> np.ndarray | None:
+    """A ``[n, n]`` float matrix kept beside the adjacency (``raw``, ``confidence``): the whole
+    matrix from the graph attribute ``key`` (a JSON string) when present, else the per-edge
+    values (0 elsewhere), else ``None``."""
+    if gattrs.get(key) is not None:
+        return _float_matrix(_maybe_json(gattrs[key], key), key, n, n)
+    if not edges:
+        return None
+    out = np.zeros((n, n))
+    for (i, j), value in edges.items():
+        out[i, j] = value
+    return out
+
+
 def from_networkx(
     cls: type[TaskGraph], g: Any, tasks: TaskSet | Sequence[str] | None, *, strict: bool
 ) -> TaskGraph:
@@ -274,22 +289,8 @@ def from_networkx(
             raise GraphFormatError(f"edge {u!r} -> {v!r} connects two modules")
 
     learned = _parse_bool(gattrs.get("learned", True), "learned")
-    raw: Any = None
-    if gattrs.get("taskgraph_raw") is not None:
-        raw = _maybe_json(gattrs["taskgraph_raw"], "taskgraph_raw")
-        raw = _float_matrix(raw, "taskgraph_raw", n, n)
-    elif raw_edges:
-        raw = np.zeros((n, n))
-        for (i, j), value in raw_edges.items():
-            raw[i, j] = value
-    confidence: Any = None
-    if gattrs.get("taskgraph_confidence") is not None:
-        confidence = _maybe_json(gattrs["taskgraph_confidence"], "taskgraph_confidence")
-        confidence = _float_matrix(confidence, "taskgraph_confidence", n, n)
-    elif conf_edges:
-        confidence = np.zeros((n, n))
-        for (i, j), value in conf_edges.items():
-            confidence[i, j] = value
+    raw = _edge_matrix(gattrs, "taskgraph_raw", raw_edges, n)
+    confidence = _edge_matrix(gattrs, "taskgraph_confidence", conf_edges, n)
     candidates: Any = None
     if gattrs.get("taskgraph_candidates") is not None:
         pairs = _maybe_json(gattrs["taskgraph_candidates"], "taskgraph_candidates")

@@ -43,12 +43,6 @@ __all__ = ["GraphLearner"]
 AUTO_MAX_TASKS = 40
 
 
-def _hybrid_adjacency(data: MultiTaskData) -> np.ndarray:
-    """``dag | undirected`` of one hybrid search (the search ``bootstrap`` repeats)."""
-    found = _run_hybrid(data)
-    return found["dag"] | found["undirected"]
-
-
 def _run_hybrid(train: MultiTaskData) -> dict[str, Any]:
     """:func:`~taskgraph.structure.score_search.hybrid_search` on ``train``, with the error
     naming ``structure_search``."""
@@ -419,11 +413,11 @@ class GraphLearner(BaseLearner):
                 self._auto_structure(train)
         hybrid = getattr(self, "_hybrid", None)
         if hybrid is not None and int(self.bootstrap) > 0 and "confidence" not in hybrid:
-            from taskgraph.structure.bootstrap import bootstrap_confidence
+            from taskgraph.structure.bootstrap import bootstrap_confidence, hybrid_adjacency
 
             excluded = self._excluded_pairs()
             search = None if excluded is None else (
-                lambda d: _hybrid_adjacency(d) & ~excluded)
+                lambda d: hybrid_adjacency(d) & ~excluded)
             hybrid["confidence"] = bootstrap_confidence(train, search, n_boot=int(
                 self.bootstrap), seed=int(self.seed))
             self.task_graph_ = self._learned_graph()
@@ -465,9 +459,9 @@ class GraphLearner(BaseLearner):
                                                      .to(self.device_))
                               for i in range(0, len(data), batch_size)])
 
-        with torch.no_grad():
-            n_trunk = int(np.prod(net.encoder(train.x[:1].to(self.device_)).shape[1:]))
-        self._share.fit(phi(train), train.y.to(self.device_), self.layout_,
+        phi_train = phi(train)
+        n_trunk = phi_train.shape[1] - int(np.prod(self.feature_shape_))   # encoder columns
+        self._share.fit(phi_train, train.y.to(self.device_), self.layout_,
                         net.heads.col_mask, n_trunk,
                         None if val is None else phi(val),
                         None if val is None else val.y.to(self.device_))

@@ -14,6 +14,7 @@ from taskgraph.exceptions import ValidationError
 from taskgraph.graph import TaskGraph
 from taskgraph.learners.base import BaseLearner, register
 from taskgraph.nn.heads import TaskHeads
+from taskgraph.nn.shared_readout import SharedReadout
 from taskgraph.nn.task_sharing import check_grid, select_shared_heads
 from taskgraph.tasks import Task, TaskSet
 
@@ -28,10 +29,9 @@ class _SkipSharedBottom(nn.Module):
         self.encoder, self.heads, self.skip = encoder, heads, skip
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.encoder(x).reshape(x.shape[0], -1)
         if self.skip:
-            h = torch.cat([h, x.reshape(x.shape[0], -1).to(h.dtype)], dim=1)
-        return h
+            return SharedReadout.features(self.encoder, x)
+        return self.encoder(x).reshape(x.shape[0], -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.heads(self.features(x))

@@ -24,10 +24,10 @@ import numpy as np
 
 from taskgraph.exceptions import ValidationError
 
-__all__ = ["bootstrap_confidence"]
+__all__ = ["bootstrap_confidence", "hybrid_adjacency"]
 
 
-def _hybrid_adjacency(data: Any) -> np.ndarray:
+def hybrid_adjacency(data: Any) -> np.ndarray:
     """The default search: ``dag | undirected`` of one
     :func:`~taskgraph.structure.score_search.hybrid_search` run."""
     from taskgraph.structure.score_search import hybrid_search
@@ -73,7 +73,7 @@ def bootstrap_confidence(
     if n_boot < 1:
         raise ValidationError(f"n_boot: expected an integer >= 1, got {n_boot!r}")
     if search is None:
-        search = _hybrid_adjacency
+        search = hybrid_adjacency
     elif not callable(search):
         raise ValidationError(f"search: expected a callable, got {type(search).__name__}")
     n_rows, n_tasks = len(data), data.n_tasks
