@@ -375,8 +375,8 @@ class CausalStructure(nn.Module):
         survivor carries its decision. With ``refine_orientation`` the orientations of the
         strongest :data:`REFINE_EDGES_PER_TASK` ``* T`` survivors are then refined by exact
         likelihood (:func:`~taskgraph.structure.ice.orient_by_likelihood`; all of them when
-        there are at most :data:`REFINE_ALL_UP_TO`: on ``planted_dag``, 10 tasks, 41 survive
-        and refining them takes 3 s, while refining only the strongest 20 cost seed 1 of the
+        there are at most :data:`REFINE_ALL_UP_TO`: on ``planted_dag``, 10 tasks, a few dozen
+        survive and refining them is cheap, while refining only the strongest 20 cost seed 1 of the
         ablation 0.26 directed F1): shrinkage decides
         which direction survives a cycle by magnitude, while the direction that is identifiable
         given ``x`` is the one whose conditional model fits better. The weaker survivors are
