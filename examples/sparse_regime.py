@@ -2,7 +2,9 @@
 
 Run: ``python examples/sparse_regime.py [--dataset sparse_tasks|movielens] [--tasks 20 200]
 [--label-rates 0.02 0.05 0.2 1.0] [--seeds 0 1 2] [--rows logistic hard_sharing ...]
-[--json runs/sparse_regime.json] [--markdown runs/sparse_regime.md] [--quick]``.
+[--json runs/sparse_regime.json] [--markdown runs/sparse_regime.md] [--quick]``; runs split
+across processes (seeds or rows apart) join into one table per setting with ``--merge a.json
+b.json ... [--markdown out.md]``.
 
 Data: :func:`taskgraph.datasets.sparse_tasks` with ``--n-samples`` training rows (default
 4,000), ``x`` in R^``--n-features`` (20), the tasks in clusters of ``--cluster-size`` (5) whose
@@ -386,6 +388,53 @@ TRUTH_ROWS = {
 }
 
 
+def merge(paths: list[str]) -> tuple[str, list[str]]:
+    """One markdown table per (T, label rate) from several ``--json`` files of runs split across
+    processes (seeds or rows run apart). Later files replace the same (setting, seed, row) runs
+    of earlier ones. A setting's table keeps the rows run on every seed of that setting; rows
+    run on only some seeds are named under it. Returns the markdown and the merged commands."""
+    runs: dict[tuple[str, int, float], dict[int, dict[str, Any]]] = {}
+    ceilings: dict[tuple[str, int, float], dict[int, float | None]] = {}
+    commands: list[str] = []
+    skipped: dict[str, str] = {}
+    for path in paths:
+        try:
+            data = json.loads(Path(path).read_text())
+            settings = data["settings"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise SystemExit(f"--merge: cannot read {path}: {exc}") from exc
+        commands.append(data.get("command", path))
+        skipped.update(data.get("skipped", {}))
+        for s in settings:
+            key = (data.get("dataset", "sparse_tasks"), int(s["n_tasks"]), float(s["label_rate"]))
+            for i, seed in enumerate(data["seeds"]):
+                for row, per_seed in s["per_seed"].items():
+                    if i < len(per_seed):
+                        runs.setdefault(key, {}).setdefault(seed, {})[row] = per_seed[i]
+                ceil = s["ceiling"][i] if s["ceiling"] is not None else None
+                ceilings.setdefault(key, {})[seed] = ceil
+    order = {r: i for i, r in enumerate(["logistic", "majority", "oracle_shrinkage",
+                                         "known_graph", *DEFAULT_ROWS])}
+    parts: list[str] = []
+    for key in sorted(runs):
+        seeds = sorted(runs[key])
+        every = set.intersection(*(set(runs[key][sd]) for sd in seeds))
+        some = set.union(*(set(runs[key][sd]) for sd in seeds)) - every
+        rows = sorted(every, key=lambda r: (order.get(r, len(order)), r))
+        if not rows:
+            continue
+        results = {r: [runs[key][sd][r] for sd in seeds] for r in rows}
+        ceiling = None if key[0] == "movielens" else [ceilings[key][sd] for sd in seeds]
+        setting = {"n_tasks": key[1], "label_rate": key[2], "ceiling": ceiling,
+                   "summary": summarise(results, ceiling, rows)}
+        text = render([setting], rows, seeds, skipped)
+        for r in sorted(some, key=lambda r: (order.get(r, len(order)), r)):
+            have = [sd for sd in seeds if r in runs[key][sd]]
+            text += f"\nNot in this table: `{r}` (run on seeds {have} only).\n"
+        parts.append(f"#### T = {key[1]}, {100 * key[2]:g}% labels\n\n{text}")
+    return "\n".join(parts), commands
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=["sparse_tasks", "movielens"],
@@ -419,7 +468,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="6 tasks, 300 rows, 2 epochs, one seed and rate: a smoke test "
                              "(movielens: its 18 tasks, rate 0.1)")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="merge --json files of runs split across processes into one table "
+                             "per setting (later files replace the same runs of earlier ones), "
+                             "write it to --markdown if given, print it, and exit")
     args = parser.parse_args(argv)
+    if args.merge:
+        text, commands = merge(args.merge)
+        text = "Commands:\n\n" + "\n".join(f"    {c}" for c in commands) + "\n\n" + text
+        if args.markdown:
+            with atomic_write(Path(args.markdown)) as fh:
+                fh.write(text)
+        print(text)
+        return 0
     movielens = args.dataset == "movielens"
     stem = "runs/sparse_regime_movielens" if movielens else "runs/sparse_regime"
     args.json = args.json or stem + ".json"

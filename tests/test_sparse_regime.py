@@ -43,3 +43,48 @@ def test_sparse_regime_movielens_quick(tmp_path):
     assert "hard_sharing" in summ["logistic"]["diff_auroc"]
     md = (tmp_path / "out.md").read_text()
     assert "| 18 | 10% | — |" in md and "AUROC" in md and "Not run: `known_graph`" in md
+
+
+def _load_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sparse_regime_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run_file(path, seeds, rows, acc, command):
+    per_seed = {r: [{"acc": acc[r][sd], "cpu_s": 1.0} for sd in seeds] for r in rows}
+    data = {"command": command, "dataset": "sparse_tasks", "rows": rows, "seeds": seeds,
+            "skipped": {}, "settings": [{"n_tasks": 200, "label_rate": 0.05,
+                                          "ceiling": [0.84 for _ in seeds],
+                                          "per_seed": per_seed, "summary": {}}]}
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def test_sparse_regime_merge_joins_runs_split_across_processes(tmp_path):
+    """--merge: seeds run in different files join into one table per setting; a row run on
+    only some seeds is named, not averaged; a later file replaces the same run."""
+    script = _load_script()
+    acc = {"logistic": {0: 0.80, 1: 0.81, 2: 0.82}, "hard_sharing": {0: 0.79, 1: 0.79, 2: 0.80},
+           "causal_graph": {0: 0.83, 1: 0.81, 2: 0.83}}
+    a = _run_file(tmp_path / "a.json", [0], ["logistic", "hard_sharing", "causal_graph"], acc,
+                  "cmd a")
+    b = _run_file(tmp_path / "b.json", [1, 2], ["logistic", "hard_sharing"], acc, "cmd b")
+    c = _run_file(tmp_path / "c.json", [1], ["causal_graph"], acc, "cmd c")
+    text, commands = script.merge([a, b, c])
+    assert commands == ["cmd a", "cmd b", "cmd c"]
+    assert "#### T = 200, 5% labels" in text
+    assert "seeds [0, 1, 2]" in text
+    # logistic mean over the three seeds, hard_sharing likewise; causal_graph lacks seed 2
+    assert "| 200 | 5% | 0.840 | 0.810 ± 0.008 | 0.793 ± 0.005 |" in text
+    assert "Not in this table: `causal_graph` (run on seeds [0, 1] only)." in text
+    # a later file replaces seed 2's logistic run
+    acc2 = {"logistic": {2: 0.90}}
+    d = _run_file(tmp_path / "d.json", [2], ["logistic"], acc2, "cmd d")
+    text, _ = script.merge([a, b, c, d])
+    assert "| 200 | 5% | 0.840 | 0.837 ± 0.045 |" in text
+    with pytest.raises(SystemExit, match="cannot read"):
+        script.merge([str(tmp_path / "missing.json")])
