@@ -22,25 +22,28 @@ Bayes ceiling ("—", no gap-closed table), test labels are missing where a user
 of the genre, and the majority class is strong, so the tables report per split (``test_iid``;
 ``test_ood`` = users aged 45+) accuracy and AUROC over the observed labels (means over tasks),
 the ``majority`` row, paired accuracy differences to ``majority`` and paired AUROC differences
-to the other references. ``oracle_shrinkage`` and ``known_graph`` read the generator's truth
-and are skipped with a note. Outputs default to ``runs/sparse_regime_movielens.{json,md}``.
+to the other references. ``oracle_shrinkage``, ``oracle_prior`` and ``known_graph`` read the
+generator's truth and are skipped with a note. Outputs default to
+``runs/sparse_regime_movielens.{json,md}``.
 
 Rows: ``logistic`` (one scikit-learn ``LogisticRegression``, default settings, per task on its
 labelled training rows; a reference, not a registered learner), ``majority`` (per task the
 majority class of its labelled training rows; probability = the training share of 1s),
-``oracle_shrinkage`` (an upper
-reference for sharing, not a learner: per-task logistic regression in x shrunk towards the
-task's *true* signed cluster mean, strength chosen on ``val``; it knows what a sharing method
-has to estimate), ``known_graph`` (a reference: per-task logistic regression in x fitted
-jointly under graph_share's graph prior along the *true* relatedness graph, ridge and strength
-on ``val``; it knows the graph but must estimate the cluster means) and every registered learner
-named in ``--rows``, built with its defaults (``seed``, ``verbose=False``) and fitted with
-``val`` given. Columns: accuracy on ``test_iid`` (mean over tasks), mean ± std over seeds; the
-Bayes ceiling (accuracy of the true p(y|x)'s argmax, in expectation over the test labels);
-paired differences against ``hard_sharing`` (mean ± std over seeds, seeds ahead); the share of
-the gap between the better of ``hard_sharing`` and ``logistic`` and the ceiling that a row
-closes (means over seeds); process CPU seconds of one fit. Warnings a learner raises are kept in
-the JSON.
+``oracle_shrinkage`` (an upper reference for sharing, not a learner: per-task logistic
+regression in x shrunk towards the task's *true* signed cluster mean, strength chosen on
+``val``; it knows what a sharing method has to estimate), ``oracle_prior`` (a reference: the
+maximum a posteriori linear heads under the generator's own prior given the clusters, signs,
+biases, the span of the cluster centres and the variances, nothing chosen on data; it must
+estimate the cluster means and the private directions, which is what any learner has to do),
+``known_graph`` (a reference: per-task logistic regression in x fitted jointly under
+graph_share's graph prior along the *true* relatedness graph, ridge and strength on ``val``; it
+knows the graph but must estimate the cluster means) and every registered learner named in
+``--rows``, built with its defaults (``seed``, ``verbose=False``) and fitted with ``val`` given.
+Columns: accuracy on ``test_iid`` (mean over tasks), mean ± std over seeds; the Bayes ceiling
+(accuracy of the true p(y|x)'s argmax, in expectation over the test labels); paired differences
+against ``hard_sharing`` (mean ± std over seeds, seeds ahead); the share of the gap between the
+better of ``hard_sharing`` and ``logistic`` and the ceiling that a row closes (means over
+seeds); process CPU seconds of one fit. Warnings a learner raises are kept in the JSON.
 """
 
 from __future__ import annotations
@@ -217,6 +220,65 @@ def fit_oracle_shrinkage(bench: tg.datasets.Benchmark,
     return lambda x_test: _from_logits(x_test.double() @ w + b)
 
 
+def fit_oracle_prior(bench: tg.datasets.Benchmark) -> Predictor:
+    r"""The maximum a posteriori linear heads under the generator's own prior, given everything
+    about the truth except the cluster means and the private directions: the clusters, the
+    signs, the biases, the span :math:`C` of the cluster centres and the variances. Heads
+    :math:`\beta_k = s_k(Q a_{g(k)} + N d_k)` with :math:`Q` ``[F, G]`` an orthonormal basis of
+    :math:`C`, :math:`N` one of its complement, :math:`a_g \sim \mathcal N(0, \sigma^2\rho/G)`
+    (a unit centre in :math:`C`, scaled) and :math:`d_k \sim \mathcal N(0,
+    \sigma^2(1-\rho)/(F-G))` (:math:`\sigma^2/(F-G)` for an unrelated task), the Gaussian form
+    of the generator's unit vectors; :math:`C = \mathbb R^F` and the variances over :math:`F`
+    when the centres do not fit in :math:`F` dimensions. Nothing is chosen on data. It is what
+    sharing can reach on ``sparse_tasks`` when it knows the structure and must estimate only the
+    parameters (linear part only: exact at ``--nonlinearity 0``)."""
+    info = bench.info
+    sigma2 = float(info["signal"]) ** 2 * (1.0 - float(info["nonlinearity"]))
+    rho = float(info["within_cosine"])
+    cluster = np.asarray(info["cluster"])
+    centres = np.asarray(info["centres"], dtype=np.float64)          # [G, F]
+    n_features, n_clusters = bench.n_features, len(centres)
+    if 0 < n_clusters < n_features:
+        q = centres.T                                                  # orthonormal [F, G]
+        _, _, vt = np.linalg.svd(q.T, full_matrices=True)
+        n_basis = vt[n_clusters:].T                                    # [F, F - G]
+        var_a, dims = sigma2 * rho / n_clusters, n_features - n_clusters
+    else:
+        q = n_basis = np.eye(n_features)
+        var_a, dims = sigma2 * rho / n_features, n_features
+    var_d = np.where(cluster >= 0, sigma2 * (1.0 - rho), sigma2) / dims
+    qt, nt = torch.as_tensor(q), torch.as_tensor(n_basis)
+    member = torch.as_tensor(np.eye(max(n_clusters, 1))[np.maximum(cluster, 0)].T
+                             * (cluster >= 0))                         # [G, T]
+    sign = torch.as_tensor(np.asarray(info["sign"], dtype=np.float64))
+    bias = torch.as_tensor(np.asarray(info["bias"], dtype=np.float64))
+    x, y = bench.train.x.double(), bench.train.y.double()
+    seen, target = ~torch.isnan(y), torch.nan_to_num(y)
+    a = torch.zeros(qt.shape[1], member.shape[0], dtype=torch.float64, requires_grad=True)
+    d = torch.zeros(nt.shape[1], y.shape[1], dtype=torch.float64, requires_grad=True)
+    prec_d = torch.as_tensor(1.0 / var_d)
+
+    def heads() -> torch.Tensor:
+        return (qt @ a @ member + nt @ d) * sign                       # [F, T]
+
+    opt = torch.optim.LBFGS([a, d], max_iter=500, tolerance_grad=1e-9,
+                            line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        per = torch.nn.functional.binary_cross_entropy_with_logits(
+            x @ heads() + bias, target, reduction="none")
+        loss = (per[seen].sum() + 0.5 * a.pow(2).sum() / var_a
+                + 0.5 * (d.pow(2) * prec_d).sum())
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        w = heads()
+    return lambda x_test: _from_logits(x_test.double() @ w + bias)
+
+
 def fit_known_graph(bench: tg.datasets.Benchmark,
                     strengths: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0),
                     ridges: tuple[float, ...] = (0.03, 0.3, 3.0)) -> Predictor:
@@ -255,6 +317,8 @@ def run_row(name: str, bench: tg.datasets.Benchmark, seed: int, args: argparse.N
             predictor = fit_majority(bench)
         elif name == "oracle_shrinkage":
             predictor = fit_oracle_shrinkage(bench)
+        elif name == "oracle_prior":
+            predictor = fit_oracle_prior(bench)
         elif name == "known_graph":
             predictor = fit_known_graph(bench)
         else:
@@ -384,6 +448,8 @@ def render(settings: list[dict[str, Any]], rows: list[str], seeds: list[int],
 #: rows that read a generator's truth, with why they cannot run on MovieLens
 TRUTH_ROWS = {
     "oracle_shrinkage": "it needs the generator's true cluster means; MovieLens has none",
+    "oracle_prior": "it needs the generator's clusters, centre span and variances; MovieLens "
+                    "has none",
     "known_graph": "it needs the generator's true relatedness graph; MovieLens has none",
 }
 
@@ -413,8 +479,7 @@ def merge(paths: list[str]) -> tuple[str, list[str]]:
                         runs.setdefault(key, {}).setdefault(seed, {})[row] = per_seed[i]
                 ceil = s["ceiling"][i] if s["ceiling"] is not None else None
                 ceilings.setdefault(key, {})[seed] = ceil
-    order = {r: i for i, r in enumerate(["logistic", "majority", "oracle_shrinkage",
-                                         "known_graph", *DEFAULT_ROWS])}
+    order = {r: i for i, r in enumerate(["logistic", "majority", *TRUTH_ROWS, *DEFAULT_ROWS])}
     parts: list[str] = []
     for key in sorted(runs):
         seeds = sorted(runs[key])
@@ -447,8 +512,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="label rates (default: 0.02 0.05 0.2 1.0; movielens: 0.1 1.0)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--rows", nargs="+", default=None, metavar="ROW",
-                        choices=["logistic", "majority", "oracle_shrinkage", "known_graph",
-                                 *CONFIGS],
+                        choices=["logistic", "majority", *TRUTH_ROWS, *CONFIGS],
                         help=f"rows to run (default: {DEFAULT_ROWS}; movielens adds majority)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="training epochs (default: each learner's own)")

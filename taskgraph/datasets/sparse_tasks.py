@@ -42,9 +42,10 @@ def _unit_rows(a: np.ndarray) -> np.ndarray:
 
 
 def _task_directions(rng: np.random.Generator, cluster: np.ndarray, n_clusters: int,
-                     n_features: int, rho: float) -> np.ndarray:
-    r"""Unit task vectors ``[T, F]``: :math:`\sqrt{\rho}\,c_{g(k)} + \sqrt{1-\rho}\,u_k` for a
-    task in cluster :math:`g(k)`, :math:`u_k` for an unrelated one (``cluster == -1``).
+                     n_features: int, rho: float) -> tuple[np.ndarray, np.ndarray]:
+    r"""Unit task vectors ``[T, F]`` and the cluster centres ``[K, F]``. A task in cluster
+    :math:`g(k)` gets :math:`\sqrt{\rho}\,c_{g(k)} + \sqrt{1-\rho}\,u_k`, an unrelated one
+    (``cluster == -1``) :math:`u_k`.
 
     The centres :math:`c_g` are orthonormal when ``n_clusters <= n_features`` (random unit
     vectors otherwise); each private :math:`u_k` is a random unit vector orthogonal to every
@@ -65,7 +66,7 @@ def _task_directions(rng: np.random.Generator, cluster: np.ndarray, n_clusters: 
     w = private.copy()
     w[clustered] = (math.sqrt(rho) * centres[cluster[clustered]]
                     + math.sqrt(1.0 - rho) * private[clustered])
-    return _unit_rows(w)
+    return _unit_rows(w), centres
 
 
 def sparse_tasks_logits(x: np.ndarray, info: dict[str, Any]) -> np.ndarray:
@@ -200,7 +201,8 @@ def sparse_tasks(
         ``"clusters"`` (list of lists of task names), ``"cluster"`` (``[T]`` cluster index,
         -1 = unrelated), ``"sign"`` (``[T]`` ±1), ``"conflicting"`` and ``"unrelated"`` (task
         names), ``"cosine"`` (``[T, T]`` cosine of the signed parameter vectors), ``"relatedness"``
-        (TaskGraph, above), ``"weights"`` (``[F, T]`` signed :math:`s_k w_k`),
+        (TaskGraph, above), ``"weights"`` (``[F, T]`` signed :math:`s_k w_k`), ``"centres"``
+        (``[n_clusters, F]``, the linear part's cluster centres :math:`c_g`),
         ``"nonlinear_weights"`` (``[F, T]`` signed :math:`s_k v_k`), ``"rotation"``
         (:math:`R`), ``"bias"`` (``[T]``), ``"ood_mean"`` (:math:`\mu`), and the arguments
         ``"within_cosine"``, ``"nonlinearity"``, ``"signal"``, ``"label_rate"``, ``"seed"``.
@@ -258,8 +260,8 @@ def sparse_tasks(
         taken[c] += 1
         sign[starts[c + 1] - taken[c]] = -1.0
 
-    w = _task_directions(g_struct, cluster, n_clusters, n_features, rho)      # [T, F]
-    v = _task_directions(g_struct, cluster, n_clusters, n_features, rho)
+    w, centres = _task_directions(g_struct, cluster, n_clusters, n_features, rho)  # [T, F]
+    v, _ = _task_directions(g_struct, cluster, n_clusters, n_features, rho)
     rotation = _haar_orthogonal(g_struct, n_features)
     bias = g_struct.standard_normal(n_tasks) * bias_scale
     ood_mean = _haar_orthogonal(g_struct, n_features)[:, 0] * ood_shift
@@ -271,6 +273,7 @@ def sparse_tasks(
     cosine = (params @ params.T) / np.outer(norms, norms)
     info: dict[str, Any] = {
         "weights": (w * sign[:, None]).T.copy(),
+        "centres": centres.copy(),
         "nonlinear_weights": (v * sign[:, None]).T.copy(),
         "rotation": rotation,
         "bias": bias,
