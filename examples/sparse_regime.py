@@ -479,7 +479,8 @@ def merge(paths: list[str]) -> tuple[str, list[str]]:
                         runs.setdefault(key, {}).setdefault(seed, {})[row] = per_seed[i]
                 ceil = s["ceiling"][i] if s["ceiling"] is not None else None
                 ceilings.setdefault(key, {})[seed] = ceil
-    order = {r: i for i, r in enumerate(["logistic", "majority", *TRUTH_ROWS, *DEFAULT_ROWS])}
+    order = {r: i for i, r in enumerate(dict.fromkeys(["logistic", "majority", *TRUTH_ROWS,
+                                                         *DEFAULT_ROWS]))}
     parts: list[str] = []
     for key in sorted(runs):
         seeds = sorted(runs[key])
