@@ -454,11 +454,12 @@ TRUTH_ROWS = {
 }
 
 
-def merge(paths: list[str]) -> tuple[str, list[str]]:
+def merge(paths: list[str], tasks: list[int] | None = None) -> tuple[str, list[str]]:
     """One markdown table per (T, label rate) from several ``--json`` files of runs split across
     processes (seeds or rows run apart). Later files replace the same (setting, seed, row) runs
     of earlier ones. A setting's table keeps the rows run on every seed of that setting; rows
-    run on only some seeds are named under it. Returns the markdown and the merged commands."""
+    run on only some seeds are named under it. ``tasks`` keeps only those T values (MovieLens
+    settings are always kept). Returns the markdown and the merged commands."""
     runs: dict[tuple[str, int, float], dict[int, dict[str, Any]]] = {}
     ceilings: dict[tuple[str, int, float], dict[int, float | None]] = {}
     commands: list[str] = []
@@ -473,6 +474,8 @@ def merge(paths: list[str]) -> tuple[str, list[str]]:
         skipped.update(data.get("skipped", {}))
         for s in settings:
             key = (data.get("dataset", "sparse_tasks"), int(s["n_tasks"]), float(s["label_rate"]))
+            if tasks is not None and key[0] != "movielens" and key[1] not in tasks:
+                continue
             for i, seed in enumerate(data["seeds"]):
                 for row, per_seed in s["per_seed"].items():
                     if i < len(per_seed):
@@ -535,11 +538,12 @@ def main(argv: list[str] | None = None) -> int:
                              "(movielens: its 18 tasks, rate 0.1)")
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                         help="merge --json files of runs split across processes into one table "
-                             "per setting (later files replace the same runs of earlier ones), "
-                             "write it to --markdown if given, print it, and exit")
+                             "per setting (later files replace the same runs of earlier ones; "
+                             "--tasks keeps those T), write it to --markdown if given, print "
+                             "it, and exit")
     args = parser.parse_args(argv)
     if args.merge:
-        text, commands = merge(args.merge)
+        text, commands = merge(args.merge, args.tasks)
         text = "Commands:\n\n" + "\n".join(f"    {c}" for c in commands) + "\n\n" + text
         if args.markdown:
             with atomic_write(Path(args.markdown)) as fh:

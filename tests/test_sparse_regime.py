@@ -86,6 +86,7 @@ def test_sparse_regime_merge_joins_runs_split_across_processes(tmp_path):
     d = _run_file(tmp_path / "d.json", [2], ["logistic"], acc2, "cmd d")
     text, _ = script.merge([a, b, c, d])
     assert "| 200 | 5% | 0.840 | 0.837 ± 0.045 |" in text
+    assert "T = 200" not in script.merge([a, b, c, d], tasks=[20])[0]
     with pytest.raises(SystemExit, match="cannot read"):
         script.merge([str(tmp_path / "missing.json")])
 
