@@ -168,23 +168,31 @@ def fit_majority(bench: tg.datasets.Benchmark) -> Predictor:
     return predict
 
 
+def _lbfgs_map(params: list[torch.Tensor], logits: Callable[[], torch.Tensor],
+               penalty: Callable[[], torch.Tensor], y: torch.Tensor, max_iter: int = 300,
+               **options: float) -> None:
+    """``argmin sum(BCE of logits() over labelled entries of y) + penalty()`` over ``params``
+    (in place) by L-BFGS with a strong-Wolfe line search; ``options`` go to the optimiser."""
+    seen, target = ~torch.isnan(y), torch.nan_to_num(y)
+    opt = torch.optim.LBFGS(params, max_iter=max_iter, line_search_fn="strong_wolfe", **options)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        per = torch.nn.functional.binary_cross_entropy_with_logits(
+            logits(), target, reduction="none")
+        loss = per[seen].sum() + penalty()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+
+
 def _shrunk_logistic(x: torch.Tensor, y: torch.Tensor, m: torch.Tensor, lam: float,
                      init: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``argmin sum(BCE over labelled entries) + lam * ||w - m||^2`` by L-BFGS."""
     w = init.clone().requires_grad_(True)
     b = torch.zeros(y.shape[1], dtype=x.dtype, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=300, line_search_fn="strong_wolfe")
-    seen = ~torch.isnan(y)
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        per = torch.nn.functional.binary_cross_entropy_with_logits(
-            x @ w + b, torch.nan_to_num(y), reduction="none")
-        loss = per[seen].sum() + lam * (w - m).pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
+    _lbfgs_map([w, b], lambda: x @ w + b, lambda: lam * (w - m).pow(2).sum(), y)
     return w.detach(), b.detach()
 
 
@@ -253,7 +261,6 @@ def fit_oracle_prior(bench: tg.datasets.Benchmark) -> Predictor:
     sign = torch.as_tensor(np.asarray(info["sign"], dtype=np.float64))
     bias = torch.as_tensor(np.asarray(info["bias"], dtype=np.float64))
     x, y = bench.train.x.double(), bench.train.y.double()
-    seen, target = ~torch.isnan(y), torch.nan_to_num(y)
     a = torch.zeros(qt.shape[1], member.shape[0], dtype=torch.float64, requires_grad=True)
     d = torch.zeros(nt.shape[1], y.shape[1], dtype=torch.float64, requires_grad=True)
     prec_d = torch.as_tensor(1.0 / var_d)
@@ -261,19 +268,9 @@ def fit_oracle_prior(bench: tg.datasets.Benchmark) -> Predictor:
     def heads() -> torch.Tensor:
         return (qt @ a @ member + nt @ d) * sign                       # [F, T]
 
-    opt = torch.optim.LBFGS([a, d], max_iter=500, tolerance_grad=1e-9,
-                            line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        per = torch.nn.functional.binary_cross_entropy_with_logits(
-            x @ heads() + bias, target, reduction="none")
-        loss = (per[seen].sum() + 0.5 * a.pow(2).sum() / var_a
-                + 0.5 * (d.pow(2) * prec_d).sum())
-        loss.backward()
-        return loss
-
-    opt.step(closure)
+    _lbfgs_map([a, d], lambda: x @ heads() + bias,
+               lambda: 0.5 * a.pow(2).sum() / var_a + 0.5 * (d.pow(2) * prec_d).sum(), y,
+               max_iter=500, tolerance_grad=1e-9)
     with torch.no_grad():
         w = heads()
     return lambda x_test: _from_logits(x_test.double() @ w + bias)
